@@ -1,0 +1,111 @@
+"""Argument checks for the public boundary of the codec and the defenses built on it.
+
+Each check raises ``TypeError`` (wrong kind of object) or ``ValueError`` (right kind, wrong
+content) with a message that names the argument, what was expected and what came in. Inside the
+pipeline nothing is checked again.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+SUBSAMPLINGS = ("444", "422", "420")
+#: float rounding slack allowed outside [0, 1] (e.g. from a normalise/denormalise round trip)
+RANGE_TOLERANCE = 1e-5
+
+
+def check_image(x: object, name: str = "x") -> Tensor:
+    """``x`` must be a floating ``(B, C, H, W)`` tensor, C in {1, 3}, finite, values in [0, 1]."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
+            f"convert integer images with x.float() / 255"
+        )
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {x.ndim} dimensions {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must have C = 1 (grayscale) or 3 (RGB) channels, got C = {x.shape[1]}")
+    if min(x.shape) < 1:
+        raise ValueError(f"{name} must have B, H, W >= 1, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, got NaN or Inf values")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ValueError(f"{name} must have values in [0, 1], got values in [{lo:.6g}, {hi:.6g}]")
+    return x
+
+
+def check_subsampling(subsampling: object) -> str:
+    """``subsampling`` must be one of "444", "422", "420"."""
+    return check_choice(subsampling, SUBSAMPLINGS, "subsampling")
+
+
+def check_quality(q: object, name: str = "q") -> Tensor | float:
+    """``q`` must be a real number or a 1-D tensor, finite, in [1, 100]."""
+    if isinstance(q, bool) or not isinstance(q, (Real, Tensor)):
+        raise TypeError(f"{name} must be an int, a float or a (B,) tensor in [1, 100], got {type(q).__name__}")
+    if isinstance(q, Tensor):
+        if q.ndim > 1:
+            raise ValueError(f"{name} must be a scalar or a (B,) tensor, got shape {tuple(q.shape)}")
+        if not (q.is_floating_point() or q.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise TypeError(f"{name} must be a real-valued tensor, got dtype {q.dtype}")
+        bad = ~torch.isfinite(q.double()) | (q < 1) | (q > 100)
+        if bad.any():
+            raise ValueError(f"{name} must be finite and in [1, 100], got {q.detach().flatten()[bad.flatten()][:4].tolist()}")
+        return q
+    if not math.isfinite(q) or not 1 <= q <= 100:
+        raise ValueError(f"{name} must be finite and in [1, 100], got {q}")
+    return q
+
+
+def check_qtables(qtables: object, name: str = "qtables") -> Tensor:
+    """``qtables`` must be ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, finite, entries >= 1.
+
+    Returns a ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` tensor (an ``(8, 8)`` table is used for luma and
+    chroma; of three tables the third, Cr's, must equal the second, as in baseline libjpeg files).
+    """
+    if not isinstance(qtables, Tensor):
+        try:
+            qtables = torch.as_tensor(qtables)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a tensor or nested sequence of shape (2, 8, 8) or (B, 2, 8, 8), "
+                            f"got {type(qtables).__name__}") from None
+    shape = tuple(qtables.shape)
+    ok = (shape == (8, 8) or (len(shape) == 3 and shape[0] in (2, 3) and shape[1:] == (8, 8))
+          or (len(shape) == 4 and shape[1] in (2, 3) and shape[2:] == (8, 8)))
+    if not ok:
+        raise ValueError(f"{name} must have shape (8, 8), (2, 8, 8) or (B, 2, 8, 8) in natural row-major "
+                         f"order, got shape {shape}")
+    if qtables.dtype == torch.bool or qtables.is_complex():
+        raise TypeError(f"{name} must be real-valued, got dtype {qtables.dtype}")
+    values = qtables.detach().double()
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} must be finite, got NaN or Inf entries")
+    if (values < 1).any():
+        raise ValueError(f"{name} entries must be >= 1, got minimum {values.min().item():.6g}")
+    if qtables.ndim == 2:
+        qtables = torch.stack((qtables, qtables))
+    if qtables.shape[-3] == 3:
+        if not torch.equal(qtables[..., 1, :, :], qtables[..., 2, :, :]):
+            raise ValueError(f"{name} with three tables must use the same table for Cb and Cr "
+                             f"(index 1 and 2), as baseline JPEG from libjpeg does")
+        qtables = qtables[..., :2, :, :]
+    return qtables
+
+
+def check_batch(n: int, batch: int, name: str) -> None:
+    """A per-image argument with ``n`` entries must match the batch size."""
+    if n != batch:
+        raise ValueError(f"{name} has {n} entries but the batch has {batch} images")
+
+
+def check_choice(value: object, choices: tuple[str, ...], name: str) -> str:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
