@@ -32,9 +32,9 @@ def check_image(x: object, name: str = "x") -> Tensor:
         raise ValueError(f"{name} must have C = 1 (grayscale) or 3 (RGB) channels, got C = {x.shape[1]}")
     if min(x.shape) < 1:
         raise ValueError(f"{name} must have B, H, W >= 1, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # NaN propagates, Inf is out of range
+    if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"{name} must be finite, got NaN or Inf values")
-    lo, hi = x.min().item(), x.max().item()
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise ValueError(f"{name} must have values in [0, 1], got values in [{lo:.6g}, {hi:.6g}]")
     return x
@@ -64,7 +64,7 @@ def check_quality(q: object, name: str = "q") -> Tensor | float:
 
 
 def check_qtables(qtables: object, name: str = "qtables") -> Tensor:
-    """``qtables`` must be ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, finite, entries >= 1.
+    """``qtables`` must be ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, finite, entries in [1, 255].
 
     Returns a ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` tensor (an ``(8, 8)`` table is used for luma and
     chroma; of three tables the third, Cr's, must equal the second, as in baseline libjpeg files).
@@ -86,8 +86,9 @@ def check_qtables(qtables: object, name: str = "qtables") -> Tensor:
     values = qtables.detach().double()
     if not torch.isfinite(values).all():
         raise ValueError(f"{name} must be finite, got NaN or Inf entries")
-    if (values < 1).any():
-        raise ValueError(f"{name} entries must be >= 1, got minimum {values.min().item():.6g}")
+    if (values < 1).any() or (values > 255).any():
+        raise ValueError(f"{name} entries must be in [1, 255] (baseline JPEG stores 8-bit tables), "
+                         f"got values in [{values.min().item():.6g}, {values.max().item():.6g}]")
     if qtables.ndim == 2:
         qtables = torch.stack((qtables, qtables))
     if qtables.shape[-3] == 3:
@@ -109,3 +110,11 @@ def check_choice(value: object, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_estimator_options(temperature: object, terms: object) -> None:
+    """``temperature`` > 0 (the "soft" estimator), ``terms`` a positive int (the "fourier" estimator)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (0 < temperature < math.inf):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if isinstance(terms, bool) or not isinstance(terms, int) or terms < 1:
+        raise ValueError(f"terms must be a positive int, got {terms!r}")

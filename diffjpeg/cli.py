@@ -1,0 +1,26 @@
+"""The ``diffjpeg`` command: ``diffjpeg report`` (the fidelity-and-speed report, the main job)."""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "report": ("diffjpeg.eval.report", "fidelity of the JPEG layer against Pillow, and its speed against kornia"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: diffjpeg COMMAND [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:10s} {help_text}")
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"diffjpeg: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = __import__(COMMANDS[argv[0]][0], fromlist=["main"])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The fidelity-and-speed report of the JPEG layer (``diffjpeg report``).
+
+Fidelity: on the colour photos scikit-image ships (odd sizes included), compare each differentiable
+JPEG's output with Pillow's ``decode(encode(x))`` (libjpeg-turbo) at the same quality and
+subsampling: PSNR and the share of identical 8-bit pixels. Speed: forward + backward time of each
+layer on random batches. kornia's ``jpeg_codec_differentiable`` is measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..jpeg.codec import diff_jpeg
+from ..jpeg.real import real_jpeg
+
+QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90, 95, 99)
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+SETTINGS = ("420", "444", "gray")
+#: PSNR reported for identical images (the true value is infinite)
+PSNR_CAP = 100.0
+
+Layer = Callable[[torch.Tensor, int, str], torch.Tensor]
+
+
+def photos(names=PHOTOS) -> list[tuple[str, np.ndarray]]:
+    """scikit-image's colour photos (uint8 HxWx3), plus a 509x507 crop of the first (not a multiple of 16)."""
+    import skimage.data
+
+    out = [(name, getattr(skimage.data, name)()) for name in names]
+    out.append((f"{names[0]}[:509,:507]", out[0][1][:509, :507]))
+    return out
+
+
+def to_tensor(image: np.ndarray, setting: str) -> torch.Tensor:
+    """HxWx3 uint8 -> ``(1, C, H, W)`` float in [0, 1]; "gray" takes ITU-R 601 luma as Pillow's ``L``."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].double() / 255.0
+    if setting == "gray":
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)[None, :, None, None]
+        x = torch.floor((x * weights).sum(1, keepdim=True) * 255.0 + 0.5) / 255.0
+    return x.float()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1] on the 8-bit scale; :data:`PSNR_CAP` when identical."""
+    mse = ((a.double() - b.double()) * 255.0).pow(2).mean().item()
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
+
+
+def identical(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of 8-bit values (after rounding) that are equal."""
+    return (torch.round(a * 255) == torch.round(b * 255)).double().mean().item()
+
+
+def kornia_jpeg(x: torch.Tensor, q, subsampling: str) -> torch.Tensor | None:
+    """kornia's differentiable JPEG (RGB, 4:2:0 only; ``None`` elsewhere)."""
+    from kornia.enhance import jpeg_codec_differentiable
+
+    if x.shape[1] != 3 or subsampling != "420":
+        return None
+    q = q if isinstance(q, torch.Tensor) else torch.tensor([float(q)], device=x.device)
+    return jpeg_codec_differentiable(x, q.to(x.dtype))
+
+
+def layers(exact: bool = True) -> dict[str, Layer]:
+    """The layers compared: ours (float "ste" and, optionally, exact mode) and kornia."""
+    out: dict[str, Layer] = {"diffjpeg (ste)": lambda x, q, s: diff_jpeg(x, q=q, subsampling=s)}
+    if exact:
+        out["diffjpeg (exact)"] = lambda x, q, s: diff_jpeg(x, q=q, subsampling=s, exact=True)
+    out["kornia"] = kornia_jpeg
+    return out
+
+
+@dataclass
+class FidelityRow:
+    layer: str
+    setting: str
+    quality: int
+    psnr: float
+    identical: float
+
+
+def fidelity(images, qualities=QUALITIES, settings=SETTINGS, exact: bool = True) -> list[FidelityRow]:
+    """PSNR / identical share of every layer against Pillow, averaged over ``images``."""
+    rows = []
+    tried = layers(exact)
+    jobs = [(s, q) for s in settings for q in qualities]
+    for setting, quality in tqdm(jobs, desc="fidelity", unit="setting"):
+        subsampling = "444" if setting == "gray" else setting
+        scores: dict[str, list[tuple[float, float]]] = {name: [] for name in tried}
+        for _, image in images:
+            x = to_tensor(image, setting)
+            reference = real_jpeg(x, q=quality, subsampling=subsampling, backend="pillow")
+            with torch.no_grad():
+                for name, layer in tried.items():
+                    y = layer(x, quality, subsampling)
+                    if y is not None:
+                        scores[name].append((psnr(y, reference), identical(y, reference)))
+        for name, values in scores.items():
+            if values:
+                rows.append(FidelityRow(name, setting, quality, statistics.fmean(v[0] for v in values),
+                                        statistics.fmean(v[1] for v in values)))
+    return rows
+
+
+def time_forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of ``layer(x).sum().backward()`` after one warm-up call."""
+    x = x.detach().requires_grad_(True)
+    times = []
+    for i in range(repeats + 1):
+        x.grad = None
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        layer(x).sum().backward()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_call(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
+    """Median seconds of ``fn()`` after one warm-up call."""
+    times = []
+    for i in range(repeats + 1):
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@dataclass
+class SpeedRow:
+    task: str
+    shape: tuple
+    device: str
+    ours: float
+    peer_name: str
+    peer: float
+
+    @property
+    def ratio(self) -> float:
+        return self.peer / self.ours
+
+
+def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: int = 5, q: int = 50,
+          exact: bool = True) -> list[SpeedRow]:
+    """Forward+backward time of DiffJPEG vs kornia; exact mode vs Pillow encode+decode."""
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    dev = torch.device(device)
+    for shape in tqdm(shapes, desc=f"speed ({device})", unit="shape"):
+        x = torch.rand(shape, generator=gen).to(dev)
+        qk = torch.full((shape[0],), float(q), device=dev)
+        ours = time_forward_backward(lambda t: diff_jpeg(t, q=q), x, repeats)
+        peer = time_forward_backward(lambda t: kornia_jpeg(t, qk, "420"), x, repeats)
+        rows.append(SpeedRow("forward+backward", shape, device, ours, "kornia", peer))
+    if not exact:
+        return rows
+    shape = shapes[-1]
+    x = torch.rand(shape, generator=gen).to(dev)
+    with torch.no_grad():
+        ours = time_call(lambda: diff_jpeg(x, q=75, exact=True), repeats, dev)
+    pillow = time_call(lambda: real_jpeg(x.cpu(), q=75, backend="pillow"), repeats)
+    rows.append(SpeedRow("exact forward", shape, device, ours, "Pillow (CPU) encode+decode", pillow))
+    return rows
+
+
+def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str) -> str:
+    """The report as markdown: settings, fidelity per quality, summary, speed."""
+    lines = [
+        "# diffjpeg fidelity and speed report", "",
+        f"- command: `{command}`",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {platform.platform()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.processor() or platform.machine()}",
+        f"- torch {torch.__version__}, Pillow {_pil_versions()}, kornia {_version('kornia')}", "",
+        f"Reference: Pillow `decode(encode(x))`. PSNR on the 8-bit scale, identical images counted as "
+        f"{PSNR_CAP:.0f} dB; 'identical' is the share of equal 8-bit values.", "",
+    ]
+    layer_names = list(dict.fromkeys(r.layer for r in fid))
+    settings = list(dict.fromkeys(r.setting for r in fid))
+    lines += ["## Fidelity: mean PSNR (dB) / identical values (%)", "",
+              "| setting | q | " + " | ".join(layer_names) + " |", "|---|---|" + "---|" * len(layer_names)]
+    by_key = {(r.layer, r.setting, r.quality): r for r in fid}
+    for setting in settings:
+        for quality in dict.fromkeys(r.quality for r in fid):
+            cells = []
+            for name in layer_names:
+                r = by_key.get((name, setting, quality))
+                cells.append(f"{r.psnr:.2f} / {100 * r.identical:.3f}" if r else "n/a")
+            lines.append(f"| {setting} | {quality} | " + " | ".join(cells) + " |")
+    lines += ["", "## Fidelity summary (mean over qualities)", "",
+              "| layer | setting | mean PSNR (dB) | min PSNR (dB) | identical (%) |", "|---|---|---|---|---|"]
+    for name in layer_names:
+        for setting in settings:
+            rs = [r for r in fid if r.layer == name and r.setting == setting]
+            if rs:
+                lines.append(f"| {name} | {setting} | {statistics.fmean(r.psnr for r in rs):.2f} | "
+                             f"{min(r.psnr for r in rs):.2f} | {100 * statistics.fmean(r.identical for r in rs):.3f} |")
+    lines += ["", "## Speed (median seconds per call; ratio = peer / ours)", "",
+              "| task | shape | device | diffjpeg (s) | peer | peer (s) | ratio |", "|---|---|---|---|---|---|---|"]
+    for r in spd:
+        lines.append(f"| {r.task} | {'x'.join(map(str, r.shape))} | {r.device} | {r.ours:.4f} | {r.peer_name} | "
+                     f"{r.peer:.4f} | {r.ratio:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _version(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
+def _pil_versions() -> str:
+    import PIL
+    from PIL import features
+
+    return f"{PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="diffjpeg report", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("out/report.md"), help="markdown file to write")
+    parser.add_argument("--quick", action="store_true", help="two photos, three qualities, small speed shapes")
+    parser.add_argument("--device", default="cpu", help="device for the speed part (cpu, cuda)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per speed measurement")
+    parser.add_argument("--no-exact", action="store_true", help="skip exact mode")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.quick:
+        images, qualities, shapes = photos(PHOTOS[:2]), (5, 50, 95), ((2, 3, 64, 64), (4, 3, 96, 96))
+    else:
+        images, qualities, shapes = photos(), QUALITIES, ((8, 3, 256, 256), (32, 3, 224, 224))
+    fid = fidelity(images, qualities, exact=not args.no_exact)
+    spd = speed(shapes, device=args.device, repeats=args.repeats, exact=not args.no_exact)
+    text = markdown(fid, spd, "diffjpeg report " + " ".join(argv if argv is not None else sys.argv[1:]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"written to {args.out}")
+    return 0

@@ -1,0 +1,72 @@
+"""Chroma subsampling as libjpeg does it: box averaging on encode, "fancy" upsampling on decode.
+
+Planes are ``(B, N, h, w)`` tensors in [0, 255]. ``integer=True`` reproduces libjpeg's integer
+arithmetic (rounding biases, right shifts) with straight-through floors; ``integer=False`` is the
+same filter on real numbers (no bias, no floor), for a smooth layer.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .rounding import floor_ste
+
+#: (vertical, horizontal) subsampling factor of the chroma planes
+FACTORS = {"444": (1, 1), "422": (1, 2), "420": (2, 2)}
+
+
+def chroma_downsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
+    """Average ``fv x fh`` boxes; ``h, w`` must be multiples of the factors (pad first).
+
+    libjpeg adds a bias that alternates along each output row (1, 2, 1, 2, ... for 2x2 boxes and
+    0, 1, 0, 1, ... for 2x1) before its right shift, so that rounding errors do not accumulate.
+    """
+    fv, fh = FACTORS[subsampling]
+    if fv == fh == 1:
+        return planes
+    count = fv * fh
+    total = F.avg_pool2d(planes, (fv, fh)) * count
+    if not integer:
+        return total / count
+    first = 1.0 if count == 4 else 0.0
+    bias = first + (torch.arange(total.shape[-1], device=planes.device) % 2).to(planes.dtype)
+    return floor_ste((total + bias) / count)
+
+
+def _interleave(even: Tensor, odd: Tensor, dim: int) -> Tensor:
+    """Merge two tensors alternately along ``dim`` (even, odd, even, ...)."""
+    dim %= even.ndim
+    return torch.stack((even, odd), dim=dim + 1).flatten(dim, dim + 1)
+
+
+def _triangle(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """``3 x[i] + x[i-1]`` and ``3 x[i] + x[i+1]`` along ``dim``, edges replicated."""
+    n = x.shape[dim]
+    padded = torch.cat((x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)), dim)
+    x3 = 3 * x
+    return x3 + padded.narrow(dim, 0, n), x3 + padded.narrow(dim, 2, n)
+
+
+def chroma_upsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
+    """libjpeg's default ("fancy") upsampling by the subsampling factors.
+
+    Each output sample is a triangle-filtered (3/4, 1/4) mix of its nearest input samples, edges
+    replicated. In integer mode the biases are libjpeg's: (+1, +2) >> 2 for 2x1, and a vertical
+    ``3 a + b`` column sum followed by (+8, +7) >> 4 for 2x2. Where the subsampled plane is at most
+    two samples wide, libjpeg falls back to plain replication, and so does this function.
+    """
+    fv, fh = FACTORS[subsampling]
+    if fv == fh == 1:
+        return planes
+    if planes.shape[-1] <= 2:
+        return planes.repeat_interleave(fv, dim=-2).repeat_interleave(fh, dim=-1)
+    if fv == 2:
+        upper, lower = _triangle(planes, dim=-2)
+        planes = _interleave(upper, lower, dim=-2)
+    left, right = _triangle(planes, dim=-1)
+    scale = 16.0 if fv == 2 else 4.0
+    if not integer:
+        return _interleave(left, right, dim=-1) / scale
+    bias_left, bias_right = (8.0, 7.0) if fv == 2 else (1.0, 2.0)
+    return _interleave(floor_ste((left + bias_left) / scale), floor_ste((right + bias_right) / scale), dim=-1)

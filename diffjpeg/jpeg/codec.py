@@ -1,0 +1,333 @@
+"""The JPEG codec as differentiable tensor stages, ``diff_jpeg`` and the ``DiffJPEG`` module.
+
+Encode (libjpeg's order): pixels to 8 bits, edge replication to whole MCUs, RGB -> YCbCr, chroma box
+downsampling, level shift, 8x8 DCT, quantisation with the chosen rounding estimator. Decode:
+dequantisation, inverse DCT, 8-bit storage and range limit, fancy chroma upsampling, YCbCr -> RGB,
+crop. With ``rounding`` "ste" or "noise" every 8-bit storage step of libjpeg is modelled (exact
+rounding forward, identity gradient); the smooth estimators ("cubic", "soft", "fourier") keep pixels
+continuous so that the whole layer is a smooth function, as in the papers that introduced them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..contract import Defense
+from . import validate
+from .blocks import BLOCK, ceil_div, from_blocks, pad_replicate, to_blocks
+from .chroma import FACTORS, chroma_downsample, chroma_upsample
+from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
+from .dct import DC_GAIN, dct_8x8, idct_8x8
+from .rounding import ROUNDINGS, round_ste, rounding_function, store_ste, straight_through
+from .tables import quality_tables
+
+#: estimators whose forward pass stores pixels as 8-bit integers, as libjpeg does
+INTEGER_ROUNDINGS = ("ste", "noise")
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _pixel_store(integer: bool) -> Callable[[Tensor], Tensor]:
+    """libjpeg's 8-bit sample storage ``floor(x + 0.5)`` (straight-through), or nothing."""
+    return store_ste if integer else _identity
+
+
+def component_sizes(height: int, width: int, channels: int, subsampling: str) -> list[tuple[int, int]]:
+    """``(h, w)`` of each component plane as libjpeg sizes them (chroma rounded up)."""
+    if channels == 1:
+        return [(height, width)]
+    fv, fh = FACTORS[subsampling]
+    chroma = (ceil_div(height, fv), ceil_div(width, fh))
+    return [(height, width), chroma, chroma]
+
+
+def _groups(channels: int, subsampling: str) -> list[list[int]]:
+    """Components processed together (same plane size): all at 4:4:4, else luma and chroma apart."""
+    if channels == 1:
+        return [[0]]
+    return [[0, 1, 2]] if subsampling == "444" else [[0], [1, 2]]
+
+
+def _grid(size: tuple[int, int]) -> tuple[int, int]:
+    """Samples covered by libjpeg's block grid of a plane of ``size``."""
+    return ceil_div(size[0], BLOCK) * BLOCK, ceil_div(size[1], BLOCK) * BLOCK
+
+
+def _blockwise(plane: Tensor, tables: Tensor) -> tuple[Tensor, Tensor]:
+    """``plane`` ``(B, n, h, w)`` viewed as ``(B, n, h/8, 8, w/8, 8)`` and ``tables`` ``(B, n, 8, 8)`` to match."""
+    b, n, h, w = plane.shape
+    return plane.reshape(b, n, h // BLOCK, BLOCK, w // BLOCK, BLOCK), tables[:, :, None, :, None, :]
+
+
+def _quantize_planes(samples: Tensor, tables: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
+    """Samples ``(B, n, h, w)`` in [0, 255] -> quantised coefficients in plane layout."""
+    coef = dct_8x8(samples)
+    coef[..., ::BLOCK, ::BLOCK] -= CENTER * DC_GAIN  # level shift by -128 touches only the DC
+    blocks, t = _blockwise(coef, tables)
+    return quantize(blocks / t).reshape(coef.shape)
+
+
+def _dequantize_planes(coefficients: Tensor, tables: Tensor, store: Callable[[Tensor], Tensor]) -> Tensor:
+    """Quantised coefficients ``(B, n, h, w)`` in plane layout -> 8-bit samples in [0, 255]."""
+    blocks, t = _blockwise(coefficients, tables)
+    coef = (blocks * t).reshape(coefficients.shape)
+    coef[..., ::BLOCK, ::BLOCK] += CENTER * DC_GAIN
+    return store(idct_8x8(coef)).clamp(0.0, 255.0)
+
+
+def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool) -> list[Tensor]:
+    """Pixels -> quantised coefficient planes, one per component group (see :func:`_groups`)."""
+    store = _pixel_store(integer)
+    b, c, h, w = x.shape
+    fv, fh = FACTORS[subsampling] if c == 3 else (1, 1)
+    mcu_h, mcu_w = BLOCK * fv, BLOCK * fh
+    pixels = pad_replicate(store(x * 255.0), ceil_div(h, mcu_h) * mcu_h, ceil_div(w, mcu_w) * mcu_w)
+    if c == 3:
+        pixels = rgb_to_ycbcr(pixels, integer)
+    if c == 3 and subsampling != "444":
+        planes = [pixels[:, :1], chroma_downsample(pixels[:, 1:], subsampling, integer)]
+    else:
+        planes = [pixels]
+    sizes = component_sizes(h, w, c, subsampling)
+    out = []
+    for plane, group in zip(planes, _groups(c, subsampling)):
+        gh, gw = _grid(sizes[group[0]])
+        out.append(_quantize_planes(plane[..., :gh, :gw], qtables[:, [min(i, 1) for i in group]], quantize))
+    return out
+
+
+def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, size: tuple[int, int],
+                   integer: bool) -> Tensor:
+    """Quantised coefficient planes (one per component group) -> ``(B, C, H, W)`` in [0, 1]."""
+    store = _pixel_store(integer)
+    h, w = size
+    channels = sum(g.shape[1] for g in groups)
+    sizes = component_sizes(h, w, channels, subsampling)
+    planes = []
+    for coef, group in zip(groups, _groups(channels, subsampling)):
+        ph, pw = sizes[group[0]]
+        planes.append(_dequantize_planes(coef, qtables[:, [min(i, 1) for i in group]], store)[..., :ph, :pw])
+    if channels == 3 and subsampling != "444":
+        planes[1] = chroma_upsample(planes[1], subsampling, integer)[..., :h, :w]
+    pixels = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
+    if channels == 3:
+        pixels = ycbcr_to_rgb(pixels, integer)
+    return pixels / 255.0
+
+
+def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
+                        quantize: Callable[[Tensor], Tensor] = round_ste, integer: bool = True) -> list[Tensor]:
+    """Pixels -> quantised DCT coefficients, one tensor per component.
+
+    Args:
+        x: ``(B, C, H, W)`` in [0, 1], C in {1, 3}.
+        qtables: ``(B, 2, 8, 8)`` integer-valued tables (luma, chroma), natural order.
+        subsampling: "444", "422" or "420" (ignored for C = 1).
+        quantize: the rounding of ``coefficient / table`` (see :mod:`diffjpeg.jpeg.rounding`).
+        integer: model libjpeg's 8-bit pixel storage (straight-through rounding).
+
+    Returns:
+        Per component (Y, Cb, Cr, or Y alone) a ``(B, nby, nbx, 8, 8)`` tensor of quantised
+        coefficients on libjpeg's block grid of that component (``ceil(h / 8)`` x ``ceil(w / 8)``).
+    """
+    groups = _encode_planes(x, qtables, subsampling, quantize, integer)
+    return [to_blocks(plane) for group in groups for plane in group.unbind(1)]
+
+
+def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsampling: str = "420",
+                        size: tuple[int, int] | None = None, integer: bool = True) -> Tensor:
+    """Quantised DCT coefficients -> pixels; the inverse stages of :func:`encode_coefficients`.
+
+    Args:
+        coefficients: per component ``(B, nby, nbx, 8, 8)`` (1 or 3 components), real-valued.
+        qtables: ``(B, 2, 8, 8)`` tables to dequantise with.
+        subsampling: the chroma subsampling the coefficients were made with.
+        size: ``(H, W)`` of the image; default: the luma block grid times 8.
+        integer: model libjpeg's 8-bit pixel storage (straight-through rounding).
+
+    Returns:
+        ``(B, C, H, W)`` in [0, 1]. Differentiable in ``coefficients`` and ``qtables``.
+    """
+    luma = coefficients[0]
+    size = size if size is not None else (luma.shape[1] * BLOCK, luma.shape[2] * BLOCK)
+    planes = [from_blocks(c) for c in coefficients]
+    groups = [torch.stack([planes[i] for i in group], 1) for group in _groups(len(planes), subsampling)]
+    return _decode_planes(groups, qtables, subsampling, size, integer)
+
+
+def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype) -> Tensor:
+    """The ``(B, 2, 8, 8)`` integer-valued tables for quality ``q`` or explicit ``qtables``.
+
+    Explicit tables are rounded to integers (straight-through), as a JPEG file stores them.
+    """
+    if qtables is None:
+        q = torch.as_tensor(q, device=device, dtype=dtype).expand(batch) if not isinstance(q, Tensor) or q.ndim == 0 \
+            else q.to(device=device, dtype=dtype)
+        return quality_tables(q)
+    qtables = qtables.to(device=device, dtype=dtype)
+    if qtables.ndim == 3:
+        qtables = qtables.expand(batch, -1, -1, -1)
+    return round_ste(qtables)
+
+
+def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> Tensor | None:
+    """All boundary checks of :func:`diff_jpeg`; returns the normalised tables (or ``None``)."""
+    validate.check_image(x)
+    validate.check_subsampling(subsampling)
+    validate.check_choice(rounding, ROUNDINGS, "rounding")
+    if qtables is not None:
+        qtables = validate.check_qtables(qtables)
+        if qtables.ndim == 4:
+            validate.check_batch(qtables.shape[0], x.shape[0], "qtables")
+        return qtables
+    validate.check_quality(q)
+    if isinstance(q, Tensor) and q.ndim == 1:
+        validate.check_batch(q.shape[0], x.shape[0], "q")
+    return None
+
+
+def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
+              qtables: Tensor | None = None, *, temperature: float = 0.2, terms: int = 10, exact: bool = False,
+              training: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    """JPEG-compress and decompress ``x`` differentiably.
+
+    Args:
+        x: ``(B, C, H, W)`` float image in [0, 1], C in {1, 3} (C = 1 is grayscale JPEG), any H, W >= 1.
+        q: quality in [1, 100], a number or a ``(B,)`` tensor (one per image). Differentiable: the
+            quality-to-table step floors with a straight-through gradient.
+        subsampling: chroma subsampling "444", "422" or "420".
+        rounding: gradient estimator of the coefficient rounding: "ste", "cubic", "soft", "fourier", "noise".
+        qtables: ``(8, 8)``, ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` tables in natural order, entries in
+            [1, 255]; replace the quality-derived tables when given (then ``q`` is ignored).
+        temperature: of the "soft" estimator; terms: of the "fourier" estimator.
+        exact: forward pass bit-identical to libjpeg-turbo (see :mod:`diffjpeg.jpeg.exact`), backward
+            pass through this float pipeline with the chosen estimator.
+        training: "noise" adds uniform noise only when True.
+        generator: random source of "noise".
+
+    Returns:
+        ``(B, C, H, W)`` tensor with the input's dtype and device.
+    """
+    qtables = check_arguments(x, q, subsampling, rounding, qtables)
+    validate.check_estimator_options(temperature, terms)
+    return _diff_jpeg(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
+                      training=training, generator=generator)
+
+
+def _diff_jpeg(x, q, subsampling, rounding, qtables, *, temperature, terms, exact, training, generator) -> Tensor:
+    """:func:`diff_jpeg` on validated arguments."""
+    work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    y = x.to(work)
+    tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
+    need_grad = torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad)
+    out = None
+    if not exact or need_grad:
+        quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
+                                     generator=generator)
+        integer = rounding in INTEGER_ROUNDINGS
+        coefficients = _encode_planes(y, tables, subsampling, quantize, integer)
+        out = _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer)
+    if exact:
+        from .exact import exact_jpeg
+
+        pixels = torch.floor(x.detach().to(work) * 255.0 + 0.5).to(torch.uint8)
+        real = exact_jpeg(pixels, tables.detach().round().to(torch.int32), subsampling).to(work) / 255.0
+        out = real if out is None else straight_through(out, real)
+    return out.to(x.dtype)
+
+
+class _ClampedTables(nn.Module):
+    """Parametrisation of learnable tables: ``clamp(raw, 1, 255)`` forward, identity gradient.
+
+    Reading ``layer.qtables`` therefore always gives tables in range, whatever the optimiser did
+    to the raw parameter, and a gradient pushing a clamped entry back into range still flows.
+    """
+
+    def forward(self, raw: Tensor) -> Tensor:
+        return straight_through(raw, raw.clamp(1.0, 255.0))
+
+    def right_inverse(self, tables: Tensor) -> Tensor:
+        return tables
+
+
+class DiffJPEG(Defense):
+    """JPEG compression as a layer: real JPEG forward, a chosen gradient estimator backward.
+
+    Args: as :func:`diff_jpeg`, plus ``learnable``: make the two tables an ``nn.Parameter``
+    (initialised from ``qtables`` or from ``q``). Learnable tables are used as
+    ``round(clamp(t, 1, 255))`` with straight-through gradients, so the forward pass is always a JPEG
+    with the integer tables that :meth:`export_qtables` returns.
+
+    Shape: ``(B, C, H, W)`` -> ``(B, C, H, W)``, values in [0, 1].
+    """
+
+    differentiable = True
+
+    def __init__(self, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
+                 qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = 0.2,
+                 terms: int = 10, exact: bool = False, generator: torch.Generator | None = None):
+        super().__init__()
+        validate.check_subsampling(subsampling)
+        validate.check_choice(rounding, ROUNDINGS, "rounding")
+        validate.check_estimator_options(temperature, terms)
+        if qtables is not None:
+            qtables = validate.check_qtables(qtables).to(torch.float32)
+        else:
+            validate.check_quality(q)
+        self.subsampling, self.rounding, self.temperature, self.terms = subsampling, rounding, temperature, terms
+        self.exact, self.generator, self.learnable = exact, generator, learnable
+        if isinstance(q, Tensor):
+            self.register_buffer("q", q.detach().clone())
+        else:
+            self.q = q
+        if learnable:
+            if qtables is None:
+                if isinstance(q, Tensor) and q.ndim == 1:
+                    raise ValueError("q must be a single quality when learnable=True (one pair of tables is learnt), "
+                                     f"got a tensor of shape {tuple(q.shape)}")
+                qtables = quality_tables(torch.as_tensor(q, dtype=torch.float32).reshape(1))[0]
+            if qtables.ndim != 3:
+                raise ValueError(f"qtables must be (2, 8, 8) when learnable=True, got shape {tuple(qtables.shape)}")
+            self.qtables = nn.Parameter(qtables.clone())
+            parametrize.register_parametrization(self, "qtables", _ClampedTables())
+        elif qtables is not None:
+            self.register_buffer("qtables", qtables)
+        else:
+            self.qtables = None
+
+    @property
+    def randomized(self) -> bool:
+        return self.rounding == "noise" and self.training
+
+    def forward(self, x: Tensor) -> Tensor:
+        tables = self.qtables
+        check_arguments(x, self.q, self.subsampling, self.rounding, tables)
+        return _diff_jpeg(x, self.q, self.subsampling, self.rounding, tables, temperature=self.temperature,
+                          terms=self.terms, exact=self.exact, training=self.training, generator=self.generator)
+
+    def surrogate(self) -> nn.Module:
+        return self
+
+    def export_qtables(self) -> list[list[int]]:
+        """The integer tables in use, as Pillow's ``save(..., qtables=...)`` takes them.
+
+        Two lists (luma, chroma) of 64 ints in natural (row-major) order, each in [1, 255].
+        """
+        tables = self.qtables
+        if tables is None:
+            tables = quality_tables(torch.as_tensor(self.q, dtype=torch.float32).reshape(-1)[:1])[0]
+        if tables.ndim == 4:
+            raise ValueError("export_qtables needs one pair of tables; this layer has per-image tables")
+        ints = tables.detach().clamp(1, 255).round().to(torch.int64).cpu()
+        return [t.flatten().tolist() for t in ints]
+
+    def extra_repr(self) -> str:
+        q = "custom tables" if self.qtables is not None else f"q={self.q}"
+        return (f"{q}, subsampling={self.subsampling!r}, rounding={self.rounding!r}, "
+                f"learnable={self.learnable}, exact={self.exact}")

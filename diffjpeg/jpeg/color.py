@@ -1,0 +1,58 @@
+"""JFIF full-range RGB <-> YCbCr, as libjpeg computes it.
+
+Values are in [0, 255], tensors ``(B, 3, H, W)``. With ``integer=True`` the conversion is libjpeg's
+16-bit fixed-point arithmetic on 8-bit samples (``jccolor.c`` / ``jdcolor.c``): constants rounded to
+multiples of 2^-16, the result rounded down after adding one half (one half minus one unit for Cb and
+Cr on encode), using floors with straight-through gradients. The products stay below 2^24, so float32
+computes them exactly. With ``integer=False`` it is the same matrix on real numbers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .rounding import floor_ste
+
+SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
+HALF = SCALE / 2
+CENTER = 128.0
+
+_RGB_TO_YCBCR = ((0.29900, 0.58700, 0.11400),
+                 (-0.16874, -0.33126, 0.50000),
+                 (0.50000, -0.41869, -0.08131))
+# chroma (Cb - 128, Cr - 128) contributions to R, G, B; luma enters with weight 1
+_CHROMA_TO_RGB = ((0.0, 1.40200),
+                  (-0.34414, -0.71414),
+                  (1.77200, 0.0))
+
+
+def _fixed(matrix) -> tuple[tuple[float, ...], ...]:
+    """libjpeg's ``FIX(x)``: the constant times 2^16, rounded (sign kept)."""
+    return tuple(tuple(float(int(abs(v) * SCALE + 0.5)) * (1 if v >= 0 else -1) for v in row) for row in matrix)
+
+
+def _mix(matrix, x: Tensor, offset) -> Tensor:
+    """``matrix @ pixel + offset`` at every pixel of ``(B, n, H, W)``."""
+    m = torch.tensor(matrix, dtype=x.dtype, device=x.device)
+    b = torch.tensor(offset, dtype=x.dtype, device=x.device)[:, None]
+    rows, cols = m.shape
+    out = torch.baddbmm(b.expand(x.shape[0], rows, 1), m.expand(x.shape[0], rows, cols), x.flatten(2))
+    return out.view(x.shape[0], rows, *x.shape[2:])
+
+
+def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
+    """RGB in [0, 255] -> YCbCr in [0, 255] (chroma centred at 128)."""
+    if not integer:
+        return _mix(_RGB_TO_YCBCR, rgb, (0.0, CENTER, CENTER))
+    offset = (HALF, CENTER * SCALE + HALF - 1, CENTER * SCALE + HALF - 1)
+    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset) / SCALE)
+
+
+def ycbcr_to_rgb(ycc: Tensor, integer: bool) -> Tensor:
+    """YCbCr in [0, 255] -> RGB, clipped to [0, 255]."""
+    luma, chroma = ycc[:, :1], ycc[:, 1:] - CENTER
+    if integer:
+        delta = floor_ste(_mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) / SCALE)
+    else:
+        delta = _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)
+    return (luma + delta).clamp(0.0, 255.0)

@@ -1,0 +1,128 @@
+"""Rounding and its gradient estimators.
+
+JPEG rounds in two places: quantised DCT coefficients (the lossy step) and 8-bit pixel storage
+between stages. This module holds the exact roundings libjpeg uses (half away from zero for
+coefficients, ``floor(x + 0.5)`` for pixels) and the estimators users choose for the coefficient
+rounding:
+
+=========  ===========================================  =====================================
+name       forward value                                gradient
+=========  ===========================================  =====================================
+ste        exact rounding                               1 (straight-through)
+cubic      ``round(x) + (x - round(x))**3``             ``3 (x - round(x))**2`` (Shin & Song 2017)
+soft       soft-round with ``temperature`` T            smooth; -> exact rounding as T -> 0
+fourier    ``x - sum_k (-1)^(k+1) sin(2 pi k x)/(pi k)``  derivative of the truncated series
+noise      ``x + U(-1/2, 1/2)`` in training mode,        1
+           exact rounding in eval mode
+=========  ===========================================  =====================================
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+ROUNDINGS = ("ste", "cubic", "soft", "fourier", "noise")
+
+
+def round_half_away(x: Tensor) -> Tensor:
+    """Round to nearest, ties away from zero (libjpeg's quantiser; ``torch.round`` ties to even)."""
+    return torch.trunc(x + torch.copysign(torch.tensor(0.5, dtype=x.dtype, device=x.device), x))
+
+
+def straight_through(x: Tensor, value: Tensor) -> Tensor:
+    """``value`` in the forward pass, identity gradient with respect to ``x`` in the backward pass."""
+    return x + (value - x).detach()
+
+
+class _RoundSTE(torch.autograd.Function):
+    # one fused autograd node: cheaper than ``x + (round(x) - x).detach()`` (two extra full-size ops)
+    @staticmethod
+    def forward(ctx, x):
+        return round_half_away(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _StoreSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Exact rounding (ties away from zero) with an identity gradient."""
+    return _RoundSTE.apply(x)
+
+
+def floor_ste(x: Tensor) -> Tensor:
+    """``floor`` with an identity gradient (libjpeg's integer divisions and right shifts)."""
+    return _FloorSTE.apply(x)
+
+
+def store_ste(x: Tensor) -> Tensor:
+    """libjpeg's 8-bit sample rounding ``floor(x + 1/2)`` (its DESCALE), with an identity gradient."""
+    return _StoreSTE.apply(x)
+
+
+def round_cubic(x: Tensor) -> Tensor:
+    """Shin & Song (2017): ``round(x) + (x - round(x))**3``."""
+    r = round_half_away(x).detach()
+    return r + (x - r) ** 3
+
+
+def round_soft(x: Tensor, temperature: float) -> Tensor:
+    """Soft-round (Agustsson & Theis 2020) with sharpness ``1 / temperature``.
+
+    ``m + tanh(r / T) / (2 tanh(1 / (2 T)))`` with ``m = floor(x) + 1/2``, ``r = x - m``: continuous,
+    equal to ``x`` as ``T -> inf`` and to exact rounding as ``T -> 0``.
+    """
+    alpha = 1.0 / temperature
+    m = torch.floor(x).detach() + 0.5
+    return m + 0.5 * torch.tanh(alpha * (x - m)) / math.tanh(alpha / 2)
+
+
+def round_fourier(x: Tensor, terms: int) -> Tensor:
+    """``x`` minus the first ``terms`` terms of the Fourier series of the sawtooth ``x - round(x)``."""
+    k = torch.arange(1, terms + 1, device=x.device, dtype=x.dtype)
+    signs = torch.where(k % 2 == 1, 1.0, -1.0).to(x.dtype)
+    series = (signs * torch.sin(2 * math.pi * k * x.unsqueeze(-1)) / (math.pi * k)).sum(-1)
+    return x - series
+
+
+def round_noise(x: Tensor, training: bool, generator: torch.Generator | None = None) -> Tensor:
+    """Additive ``U(-1/2, 1/2)`` noise in training mode (identity gradient), exact rounding otherwise."""
+    if not training:
+        return round_ste(x)
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
+    return x + noise
+
+
+def rounding_function(name: str, *, temperature: float = 0.2, terms: int = 10, training: bool = False,
+                      generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
+    """The coefficient rounding for estimator ``name`` (one of :data:`ROUNDINGS`) as a one-argument function."""
+    return {
+        "ste": round_ste,
+        "cubic": round_cubic,
+        "soft": lambda x: round_soft(x, temperature),
+        "fourier": lambda x: round_fourier(x, terms),
+        "noise": lambda x: round_noise(x, training, generator),
+    }[name]
