@@ -29,13 +29,13 @@ INTEGER_ROUNDINGS = ("ste", "noise")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _identity(x: Tensor) -> Tensor:
-    return x
+def _clip(x: Tensor) -> Tensor:
+    return x.clamp(0.0, 255.0)
 
 
 def _pixel_store(integer: bool) -> Callable[[Tensor], Tensor]:
-    """libjpeg's 8-bit sample storage ``floor(x + 0.5)`` (straight-through), or nothing."""
-    return store_ste if integer else _identity
+    """libjpeg's 8-bit sample storage (straight-through rounding and range limit), or a plain clip."""
+    return store_ste if integer else _clip
 
 
 def component_sizes(height: int, width: int, channels: int, subsampling: str) -> list[tuple[int, int]]:
@@ -78,7 +78,7 @@ def _dequantize_planes(coefficients: Tensor, tables: Tensor, store: Callable[[Te
     blocks, t = _blockwise(coefficients, tables)
     coef = (blocks * t).reshape(coefficients.shape)
     coef[..., ::BLOCK, ::BLOCK] += CENTER * DC_GAIN
-    return store(idct_8x8(coef)).clamp(0.0, 255.0)
+    return store(idct_8x8(coef))
 
 
 def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool) -> list[Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .rounding import floor_ste
+from .rounding import floor_ste, sample_ste
 
 SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
 HALF = SCALE / 2
@@ -49,10 +49,8 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
 
 
 def ycbcr_to_rgb(ycc: Tensor, integer: bool) -> Tensor:
-    """YCbCr in [0, 255] -> RGB, clipped to [0, 255]."""
+    """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode)."""
     luma, chroma = ycc[:, :1], ycc[:, 1:] - CENTER
-    if integer:
-        delta = floor_ste(_mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) / SCALE)
-    else:
-        delta = _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)
-    return (luma + delta).clamp(0.0, 255.0)
+    if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
+        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) / SCALE)
+    return (luma + _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)).clamp(0.0, 255.0)

@@ -58,10 +58,10 @@ class _FloorSTE(torch.autograd.Function):
         return grad
 
 
-class _StoreSTE(torch.autograd.Function):
+class _SampleSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return torch.floor(x + 0.5)
+        return torch.floor(x).clamp_(0.0, 255.0)
 
     @staticmethod
     def backward(ctx, grad):
@@ -78,9 +78,18 @@ def floor_ste(x: Tensor) -> Tensor:
     return _FloorSTE.apply(x)
 
 
+def sample_ste(x: Tensor) -> Tensor:
+    """An 8-bit sample: ``clamp(floor(x), 0, 255)``, with an identity gradient.
+
+    Treating libjpeg's range limit like its roundings (straight through) keeps gradients for
+    saturated pixels, e.g. black or white areas, whose decoded value sits at a bound.
+    """
+    return _SampleSTE.apply(x)
+
+
 def store_ste(x: Tensor) -> Tensor:
-    """libjpeg's 8-bit sample rounding ``floor(x + 1/2)`` (its DESCALE), with an identity gradient."""
-    return _StoreSTE.apply(x)
+    """libjpeg's 8-bit sample storage ``clamp(floor(x + 1/2), 0, 255)``, with an identity gradient."""
+    return sample_ste(x + 0.5)
 
 
 def round_cubic(x: Tensor) -> Tensor:
