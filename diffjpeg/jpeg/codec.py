@@ -82,24 +82,28 @@ def _dequantize_planes(coefficients: Tensor, tables: Tensor, store: Callable[[Te
 
 
 def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool) -> list[Tensor]:
-    """Pixels -> quantised coefficient planes, one per component group (see :func:`_groups`)."""
+    """Pixels -> quantised coefficient planes, one per component group (see :func:`_groups`).
+
+    Edges are replicated as libjpeg does: each plane to its own block grid; for subsampled chroma
+    the full-resolution columns to twice the chroma grid and the rows to a multiple of the
+    vertical factor, then, after downsampling, the last chroma row down to the grid.
+    """
     store = _pixel_store(integer)
     b, c, h, w = x.shape
-    fv, fh = FACTORS[subsampling] if c == 3 else (1, 1)
-    mcu_h, mcu_w = BLOCK * fv, BLOCK * fh
-    pixels = pad_replicate(store(x * 255.0), ceil_div(h, mcu_h) * mcu_h, ceil_div(w, mcu_w) * mcu_w)
+    pixels = store(x * 255.0)
     if c == 3:
         pixels = rgb_to_ycbcr(pixels, integer)
-    if c == 3 and subsampling != "444":
-        planes = [pixels[:, :1], chroma_downsample(pixels[:, 1:], subsampling, integer)]
-    else:
-        planes = [pixels]
     sizes = component_sizes(h, w, c, subsampling)
-    out = []
-    for plane, group in zip(planes, _groups(c, subsampling)):
-        gh, gw = _grid(sizes[group[0]])
-        out.append(_quantize_planes(plane[..., :gh, :gw], qtables[:, [min(i, 1) for i in group]], quantize))
-    return out
+    if c == 3 and subsampling != "444":
+        fv, fh = FACTORS[subsampling]
+        gh, gw = _grid(sizes[1])
+        chroma = pad_replicate(pixels[:, 1:], ceil_div(h, fv) * fv, gw * fh)
+        planes = [pad_replicate(pixels[:, :1], *_grid(sizes[0])),
+                  pad_replicate(chroma_downsample(chroma, subsampling, integer), gh, gw)]
+    else:
+        planes = [pad_replicate(pixels, *_grid(sizes[0]))]
+    return [_quantize_planes(plane, qtables[:, [min(i, 1) for i in group]], quantize)
+            for plane, group in zip(planes, _groups(c, subsampling))]
 
 
 def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, size: tuple[int, int],

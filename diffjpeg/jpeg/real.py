@@ -1,0 +1,315 @@
+"""The real JPEG codec as a defense: libjpeg-turbo through Pillow, or torchvision (nvJPEG on CUDA).
+
+``real_jpeg(x)`` / ``JPEG()`` compress and decompress every image of a batch with an actual JPEG
+library, so the forward pass *is* the deployed defense. It is not differentiable
+(``differentiable = False``); attack it through BPDA with :meth:`JPEG.surrogate`, a ``DiffJPEG``
+with the same settings.
+
+Pipeline, per image:
+
+1. ``x`` (float in [0, 1]) becomes ``uint8`` by ``floor(x * 255 + 0.5)`` clipped to [0, 255]
+   (round half up, what ``torchvision.transforms.functional.to_pil_image`` does *not* do: it
+   truncates; we round so that ``x = k / 255`` maps back to ``k`` exactly).
+2. The image is encoded (C = 3: YCbCr with the chosen chroma subsampling; C = 1: a grayscale JPEG,
+   which has no chroma and uses only the luma table) and decoded again.
+3. The decoded ``uint8`` pixels are divided by 255 and returned in ``x``'s dtype and on its device.
+
+Backends:
+
+``"pillow"``
+    Pillow (libjpeg-turbo): ``quality=``, ``subsampling=0/1/2`` for "444"/"422"/"420",
+    ``qtables=[luma, chroma]`` in natural order when tables are given. Images of a batch are coded
+    on a thread pool (Pillow releases the GIL while coding). CUDA inputs make a CPU round trip.
+``"torchvision"``
+    ``torchvision.io.encode_jpeg`` / ``decode_jpeg``. On CPU it is libjpeg-turbo with libjpeg's
+    defaults: it only does "420" for colour images and has no custom tables -- the files it writes
+    are byte-identical to Pillow's for those settings (tested). On CUDA it is nvJPEG, which always
+    encodes 4:4:4 (``NVJPEG_CSS_444``), only 3-channel images, one integer quality per call and no
+    custom tables (torchvision's ``encode_jpegs_cuda``); its DCT, quantisation and colour
+    conversion are nvJPEG's own, so it is not guaranteed bit-identical to libjpeg-turbo (the CUDA
+    test measures the gap; the CUDA decode is nvJPEG too). Settings a path cannot express fall back
+    to Pillow (with a warning, since this backend was asked for explicitly). torchvision 0.29
+    deprecates these codecs in favour of TorchCodec; its deprecation warning is silenced here.
+``"auto"`` (default)
+    nvJPEG for CUDA inputs whose settings it supports (C = 3, subsampling "444", no custom tables);
+    Pillow for everything else. On CPU this is always Pillow (libjpeg-turbo), i.e. the exact codec.
+
+Quality and tables: ``q`` is an int, float or ``(B,)`` tensor in [1, 100]; real encoders take
+integer qualities, so ``q`` is rounded to the nearest integer (halves up). ``qtables`` (``(8, 8)``,
+``(2, 8, 8)`` or ``(B, 2, 8, 8)``, natural order, entries in [1, 255]) take precedence over ``q``
+when given; they are rounded to integers and handed to Pillow as they are (Pillow would scale
+custom tables by ``quality`` if one were passed with them, so none is).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..contract import Defense
+from .validate import check_batch, check_choice, check_image, check_qtables, check_quality, check_subsampling
+
+BACKENDS = ("auto", "pillow", "torchvision")
+#: Pillow's ``subsampling=`` codes
+PIL_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
+#: images smaller than this (H * W) are coded serially: the thread pool costs more than it saves
+_THREAD_MIN_PIXELS = 128 * 128
+
+
+# ----------------------------------------------------------------------------------------------
+# conversions
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """``(B, C, H, W)`` float in [0, 1] -> ``uint8`` by ``floor(x * 255 + 0.5)``, clipped to [0, 255]."""
+    return torch.floor(x.detach() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def round_quality(q: float | Tensor, batch: int) -> list[int]:
+    """``q`` (number, 0-d or ``(B,)`` tensor in [1, 100]) -> ``batch`` integer qualities, halves up."""
+    if isinstance(q, Tensor):
+        values = torch.floor(q.detach().double().cpu() + 0.5).to(torch.int64).reshape(-1)
+        if values.numel() == 1:
+            return [int(values[0])] * batch
+        return [int(v) for v in values]
+    return [int(math.floor(float(q) + 0.5))] * batch
+
+
+def integer_tables(qtables: Tensor, batch: int) -> np.ndarray:
+    """Checked tables ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` -> ``(batch, 2, 8, 8)`` int64, rounded half up."""
+    t = torch.floor(qtables.detach().double().cpu() + 0.5).to(torch.int64)
+    if t.ndim == 3:
+        t = t.expand(batch, 2, 8, 8)
+    return t.numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# one image through Pillow
+
+
+def pillow_roundtrip(
+    pixels: np.ndarray, quality: int | None, subsampling: str, tables: np.ndarray | None
+) -> np.ndarray:
+    """Encode and decode one image with Pillow (libjpeg-turbo).
+
+    Args:
+        pixels: ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB) ``uint8``.
+        quality: integer libjpeg quality in [1, 100]; ignored when ``tables`` is given.
+        subsampling: "444", "422" or "420" (ignored for grayscale).
+        tables: ``(2, 8, 8)`` integer tables in natural order (luma, chroma) or ``None``.
+
+    Returns:
+        The decoded image, same shape, ``uint8``.
+    """
+    image = Image.fromarray(pixels)
+    kwargs: dict = {"format": "JPEG"}
+    if tables is not None:
+        # Pillow scales custom tables by ``quality`` when it is given (libjpeg's
+        # jpeg_add_quant_table scale_factor), so pass none: the tables are written as they are.
+        n = 1 if pixels.ndim == 2 else 2
+        kwargs["qtables"] = [tables[i].reshape(64).tolist() for i in range(n)]
+    else:
+        kwargs["quality"] = int(quality)
+    if pixels.ndim == 3:
+        kwargs["subsampling"] = PIL_SUBSAMPLING[subsampling]
+    buffer = io.BytesIO()
+    image.save(buffer, **kwargs)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded)
+
+
+def _pillow_batch(
+    u8: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray | None, threads: int | None
+) -> Tensor:
+    """``(B, C, H, W)`` uint8 (any device) -> decoded ``(B, C, H, W)`` uint8 on the CPU."""
+    arr = u8.cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    batch = arr.shape[0]
+
+    def one(i: int) -> np.ndarray:
+        return pillow_roundtrip(np.ascontiguousarray(arr[i]), qualities[i],
+                                subsampling, None if tables is None else tables[i])
+
+    if threads is None:
+        threads = min(batch, os.cpu_count() or 1) if arr.shape[1] * arr.shape[2] >= _THREAD_MIN_PIXELS else 1
+    if threads > 1 and batch > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            out = list(pool.map(one, range(batch)))
+    else:
+        out = [one(i) for i in range(batch)]
+    out = torch.from_numpy(np.stack(out))
+    if out.ndim == 3:
+        out = out[..., None]
+    return out.permute(0, 3, 1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchvision
+
+
+def torchvision_supports(device: torch.device, channels: int, subsampling: str, has_tables: bool) -> bool:
+    """Whether ``torchvision.io`` can code these settings on ``device`` exactly as asked.
+
+    CPU (libjpeg-turbo, libjpeg defaults): no custom tables; colour images only in "420".
+    CUDA (nvJPEG): no custom tables; 3-channel images only; always "444".
+    """
+    if has_tables:
+        return False
+    if device.type == "cuda":
+        return channels == 3 and subsampling == "444"
+    return channels == 1 or subsampling == "420"
+
+
+def _torchvision_batch(u8: Tensor, qualities: list[int]) -> Tensor:
+    """``(B, C, H, W)`` uint8 -> decoded ``(B, C, H, W)`` uint8 on ``u8``'s device, via torchvision.io."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    out = torch.empty_like(u8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision 0.29 deprecates its image codecs
+        if u8.device.type == "cuda":
+            # nvJPEG: one quality per call; group the images by quality and code each group batched
+            for quality in sorted(set(qualities)):
+                idx = [i for i, qi in enumerate(qualities) if qi == quality]
+                encoded = encode_jpeg([u8[i].contiguous() for i in idx], quality=quality)
+                decoded = decode_jpeg([e.cpu() for e in encoded], device=u8.device)
+                for i, d in zip(idx, decoded):
+                    out[i] = d
+        else:
+            for i, quality in enumerate(qualities):
+                out[i] = decode_jpeg(encode_jpeg(u8[i].contiguous(), quality=quality))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the functional form
+
+
+def real_jpeg(
+    x: Tensor,
+    q: float | Tensor = 75,
+    subsampling: str = "420",
+    qtables: Tensor | None = None,
+    backend: str = "auto",
+    *,
+    threads: int | None = None,
+) -> Tensor:
+    """Compress and decompress ``x`` with a real JPEG codec (not differentiable).
+
+    Args:
+        x: ``(B, C, H, W)`` float in [0, 1], C in {1, 3} (C = 1 gives a grayscale JPEG), any
+            H, W >= 1, any device.
+        q: quality in [1, 100]: a number or a ``(B,)`` tensor (one per image); rounded to the
+            nearest integer (halves up). Ignored (not even checked) when ``qtables`` is given.
+        subsampling: chroma subsampling of colour images, "444", "422" or "420".
+        qtables: optional ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)`` tables in natural order
+            (luma, chroma), entries in [1, 255]; rounded to integers and written as they are.
+        backend: "auto", "pillow" or "torchvision" (see the module docstring).
+        threads: worker threads for the Pillow backend; ``None`` picks ``min(B, cpu_count)`` for
+            batches big enough to gain from it.
+
+    Returns:
+        ``(B, C, H, W)`` with ``x``'s dtype and device, values ``k / 255`` for integers ``k``.
+    """
+    x = check_image(x)
+    subsampling = check_subsampling(subsampling)
+    backend = check_choice(backend, BACKENDS, "backend")
+    batch = x.shape[0]
+    if qtables is not None:  # as in DiffJPEG: tables replace q, which is then not looked at
+        qtables = check_qtables(qtables)
+        if qtables.ndim == 4:
+            check_batch(qtables.shape[0], batch, "qtables")
+        return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads)
+    q = check_quality(q)
+    if isinstance(q, Tensor) and q.ndim == 1:
+        check_batch(q.shape[0], batch, "q")
+    return _run(x, round_quality(q, batch), subsampling, None, backend, threads)
+
+
+def _run(x: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray | None,
+         backend: str, threads: int | None) -> Tensor:
+    """Checked arguments in, coded batch out (``x``'s dtype and device)."""
+    u8 = to_uint8(x)
+    use_tv = False
+    if backend != "pillow":
+        wanted = backend == "torchvision" or x.device.type == "cuda"
+        supported = torchvision_supports(x.device, x.shape[1], subsampling, tables is not None)
+        use_tv = wanted and supported
+        if backend == "torchvision" and not supported:
+            warnings.warn(
+                f"backend='torchvision' on {x.device.type} cannot code C={x.shape[1]}, "
+                f"subsampling={subsampling!r}{', custom qtables' if tables is not None else ''}; "
+                f"using Pillow (libjpeg-turbo) for this call", stacklevel=3)
+    with torch.no_grad():
+        if use_tv:
+            decoded = _torchvision_batch(u8, qualities)
+        else:
+            decoded = _pillow_batch(u8, qualities, subsampling, tables, threads)
+        return decoded.to(device=x.device, dtype=x.dtype).div_(255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the module
+
+
+class JPEG(Defense):
+    """The real JPEG codec as a defense (forward exact, not differentiable).
+
+    Args:
+        q: quality in [1, 100], a number or a ``(B,)`` tensor; rounded to an integer.
+        subsampling: "444", "422" or "420".
+        qtables: optional tables (``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, natural order);
+            they take precedence over ``q``.
+        backend: "auto", "pillow" or "torchvision" (see :mod:`diffjpeg.jpeg.real`).
+
+    ``forward(x)``: ``(B, C, H, W)`` float in [0, 1] -> same shape, dtype and device.
+    ``surrogate()``: a ``DiffJPEG`` with the same quality (as rounded), subsampling and tables.
+    """
+
+    differentiable = False
+    randomized = False
+
+    def __init__(self, q: float | Tensor = 75, subsampling: str = "420", qtables: Tensor | None = None,
+                 backend: str = "auto"):
+        super().__init__()
+        if qtables is None:
+            q = check_quality(q)
+        self.subsampling = check_subsampling(subsampling)
+        self.backend = check_choice(backend, BACKENDS, "backend")
+        if isinstance(q, Tensor):
+            self.register_buffer("q", q.detach().clone(), persistent=False)
+        else:
+            self.q = q
+        if qtables is not None:
+            self.register_buffer("qtables", check_qtables(qtables).detach().clone(), persistent=False)
+        else:
+            self.qtables = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return real_jpeg(x, self.q, self.subsampling, self.qtables, self.backend)
+
+    def surrogate(self):
+        """A ``DiffJPEG`` with identical settings, for BPDA's backward pass."""
+        from .codec import DiffJPEG  # lazy: keeps this module importable on its own
+
+        q = self.q
+        if isinstance(q, Tensor):
+            q = torch.floor(q.double() + 0.5).to(torch.get_default_dtype())
+        else:
+            q = math.floor(float(q) + 0.5)
+        tables = None if self.qtables is None else torch.floor(self.qtables.double() + 0.5).float()
+        return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables)
+
+    def extra_repr(self) -> str:
+        q = f"tensor{tuple(self.q.shape)}" if isinstance(self.q, Tensor) else self.q
+        tables = "None" if self.qtables is None else f"tensor{tuple(self.qtables.shape)}"
+        return f"q={q}, subsampling={self.subsampling!r}, qtables={tables}, backend={self.backend!r}"
