@@ -20,7 +20,7 @@ from . import validate
 from .blocks import BLOCK, ceil_div, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
-from .dct import DC_GAIN, dct_8x8, idct_8x8
+from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
 from .rounding import ROUNDINGS, round_ste, rounding_function, store_ste, straight_through
 from .tables import quality_tables
 
@@ -65,20 +65,24 @@ def _blockwise(plane: Tensor, tables: Tensor) -> tuple[Tensor, Tensor]:
     return plane.reshape(b, n, h // BLOCK, BLOCK, w // BLOCK, BLOCK), tables[:, :, None, :, None, :]
 
 
-def _quantize_planes(samples: Tensor, tables: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
-    """Samples ``(B, n, h, w)`` in [0, 255] -> quantised coefficients in plane layout."""
-    coef = dct_8x8(samples)
+def _quantize_planes(samples: Tensor, tables: Tensor, quantize: Callable[[Tensor], Tensor], integer: bool) -> Tensor:
+    """Samples ``(B, n, h, w)`` in [0, 255] -> quantised coefficients in plane layout.
+
+    Integer mode uses libjpeg's islow DCT; libjpeg's quantiser is exactly round-half-away of
+    ``islow / (8 Q)``, i.e. of ``coefficient / Q`` here.
+    """
+    coef = islow_dct_8x8(samples) if integer else dct_8x8(samples)
     coef[..., ::BLOCK, ::BLOCK] -= CENTER * DC_GAIN  # level shift by -128 touches only the DC
     blocks, t = _blockwise(coef, tables)
     return quantize(blocks / t).reshape(coef.shape)
 
 
-def _dequantize_planes(coefficients: Tensor, tables: Tensor, store: Callable[[Tensor], Tensor]) -> Tensor:
+def dequantize_planes(coefficients: Tensor, tables: Tensor, integer: bool) -> Tensor:
     """Quantised coefficients ``(B, n, h, w)`` in plane layout -> 8-bit samples in [0, 255]."""
     blocks, t = _blockwise(coefficients, tables)
     coef = (blocks * t).reshape(coefficients.shape)
     coef[..., ::BLOCK, ::BLOCK] += CENTER * DC_GAIN
-    return store(idct_8x8(coef))
+    return _pixel_store(integer)(islow_idct_8x8(coef) if integer else idct_8x8(coef))
 
 
 def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool) -> list[Tensor]:
@@ -102,21 +106,24 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
                   pad_replicate(chroma_downsample(chroma, subsampling, integer), gh, gw)]
     else:
         planes = [pad_replicate(pixels, *_grid(sizes[0]))]
-    return [_quantize_planes(plane, qtables[:, [min(i, 1) for i in group]], quantize)
+    return [_quantize_planes(plane, qtables[:, [min(i, 1) for i in group]], quantize, integer)
             for plane, group in zip(planes, _groups(c, subsampling))]
 
 
 def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, size: tuple[int, int],
-                   integer: bool) -> Tensor:
-    """Quantised coefficient planes (one per component group) -> ``(B, C, H, W)`` in [0, 1]."""
-    store = _pixel_store(integer)
+                   integer: bool, dequantize: Callable[[Tensor, Tensor, bool], Tensor] = dequantize_planes) -> Tensor:
+    """Quantised coefficient planes (one per component group) -> ``(B, C, H, W)`` in [0, 1].
+
+    ``dequantize`` maps a group's coefficients and tables to samples (default
+    :func:`dequantize_planes`; exact decoding of arbitrary files swaps in libjpeg-turbo's SIMD variant).
+    """
     h, w = size
     channels = sum(g.shape[1] for g in groups)
     sizes = component_sizes(h, w, channels, subsampling)
     planes = []
     for coef, group in zip(groups, _groups(channels, subsampling)):
         ph, pw = sizes[group[0]]
-        planes.append(_dequantize_planes(coef, qtables[:, [min(i, 1) for i in group]], store)[..., :ph, :pw])
+        planes.append(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer)[..., :ph, :pw])
     if channels == 3 and subsampling != "444":
         planes[1] = chroma_upsample(planes[1], subsampling, integer)[..., :h, :w]
     pixels = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
@@ -224,25 +231,26 @@ def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", round
                       training=training, generator=generator)
 
 
+def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Callable[[Tensor], Tensor],
+                     integer: bool) -> Tensor:
+    """Encode and decode ``x`` ``(B, C, H, W)`` in [0, 1] with ``(B, 2, 8, 8)`` tables."""
+    coefficients = _encode_planes(x, tables, subsampling, quantize, integer)
+    return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer)
+
+
 def _diff_jpeg(x, q, subsampling, rounding, qtables, *, temperature, terms, exact, training, generator) -> Tensor:
     """:func:`diff_jpeg` on validated arguments."""
     work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
-    need_grad = torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad)
-    out = None
-    if not exact or need_grad:
-        quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
-                                     generator=generator)
-        integer = rounding in INTEGER_ROUNDINGS
-        coefficients = _encode_planes(y, tables, subsampling, quantize, integer)
-        out = _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer)
-    if exact:
-        from .exact import exact_jpeg
-
-        pixels = torch.floor(x.detach().to(work) * 255.0 + 0.5).to(torch.uint8)
-        real = exact_jpeg(pixels, tables.detach().round().to(torch.int32), subsampling).to(work) / 255.0
-        out = real if out is None else straight_through(out, real)
+    quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
+                                 generator=generator)
+    out = codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS)
+    rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
+    if exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
+        with torch.no_grad():
+            real = codec_round_trip(y, tables, subsampling, round_ste, True)
+        out = straight_through(out, real)
     return out.to(x.dtype)
 
 
