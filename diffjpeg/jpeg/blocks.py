@@ -28,6 +28,13 @@ def pad_replicate(x: Tensor, height: int, width: int) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
+def crop(x: Tensor, height: int, width: int) -> Tensor:
+    """``x[..., :height, :width]``, skipping the slice (and its backward copy) when nothing is cut."""
+    if x.shape[-2] == height and x.shape[-1] == width:
+        return x
+    return x[..., :height, :width]
+
+
 def to_blocks(plane: Tensor) -> Tensor:
     """``(..., h, w)`` -> ``(..., h/8, w/8, 8, 8)`` (a view, no copy)."""
     *lead, h, w = plane.shape

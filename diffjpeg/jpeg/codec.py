@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..contract import Defense
 from . import validate
-from .blocks import BLOCK, ceil_div, from_blocks, pad_replicate, to_blocks
+from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
@@ -123,9 +123,9 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
     planes = []
     for coef, group in zip(groups, _groups(channels, subsampling)):
         ph, pw = sizes[group[0]]
-        planes.append(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer)[..., :ph, :pw])
+        planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer), ph, pw))
     if channels == 3 and subsampling != "444":
-        planes[1] = chroma_upsample(planes[1], subsampling, integer)[..., :h, :w]
+        planes[1] = crop(chroma_upsample(planes[1], subsampling, integer), h, w)
     pixels = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
     if channels == 3:
         pixels = ycbcr_to_rgb(pixels, integer)

@@ -159,21 +159,32 @@ def islow_matrices(device: torch.device) -> tuple[Tensor, Tensor]:
     return torch.tensor(forward_matrix(), dtype=torch.float64, device=device), inverse.to(device)
 
 
-def along_rows(x: Tensor, m: Tensor) -> Tensor:
-    """``m`` applied to the 8 samples of each block row (horizontal 1-D transform) of ``(..., H, W)``."""
+def along_rows(x: Tensor, m: Tensor, bias: float = 0.0) -> Tensor:
+    """``m @ run + bias`` for the 8 samples of each block row (horizontal 1-D transform) of ``(..., H, W)``."""
     *lead, h, w = x.shape
-    return (x.reshape(*lead, h, w // 8, 8) @ m.T).reshape(*lead, h, w)
+    runs = x.reshape(-1, 8)
+    out = torch.addmm(runs.new_tensor(bias).expand(8), runs, m.T) if bias else runs @ m.T
+    return out.reshape(*lead, h, w)
 
 
-def along_columns(x: Tensor, m: Tensor) -> Tensor:
-    """``m`` applied to the 8 samples of each block column (vertical 1-D transform) of ``(..., H, W)``."""
+def along_columns(x: Tensor, m: Tensor, bias: float = 0.0) -> Tensor:
+    """``m @ run + bias`` for the 8 samples of each block column (vertical 1-D transform) of ``(..., H, W)``."""
     *lead, h, w = x.shape
-    return (m @ x.reshape(-1, h // 8, 8, w)).reshape(*lead, h, w)
+    runs = x.reshape(-1, 8, w)
+    if bias:
+        out = torch.baddbmm(runs.new_tensor(bias).expand(1, 1, 1), m.expand(runs.shape[0], 8, 8), runs)
+    else:
+        out = m @ runs
+    return out.reshape(*lead, h, w)
 
 
-def descale(x: Tensor, bits: int, floor: Callable[[Tensor], Tensor] = floor_ste) -> Tensor:
-    """libjpeg's DESCALE: ``(x + 2^(bits-1)) >> bits`` on integer-valued floats."""
-    return floor((x + float(1 << (bits - 1))) * (1.0 / (1 << bits)))
+def _descaled_pass(apply, x: Tensor, m: Tensor, bits: int, floor: Callable[[Tensor], Tensor]) -> Tensor:
+    """One islow pass with libjpeg's DESCALE ``(m @ run + 2^(bits-1)) >> bits``.
+
+    The shift is folded into the matrix (a power of two: exact in float64) and the rounding half
+    into the product's bias, so a pass is one matrix product and one floor.
+    """
+    return floor(apply(x, m * (1.0 / (1 << bits)), 0.5))
 
 
 def dct_8x8(x: Tensor) -> Tensor:
@@ -194,9 +205,9 @@ def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> T
     Returns coefficients in orthonormal units (islow output / 8, exact), in ``x``'s dtype.
     """
     forward, _ = islow_matrices(x.device)
-    y = descale(along_rows(x.double(), forward), CONST_BITS - PASS1_BITS, floor)
-    y = descale(along_columns(y, forward), CONST_BITS + PASS1_BITS, floor)
-    return (y / DC_GAIN).to(x.dtype)
+    y = _descaled_pass(along_rows, x.double(), forward, CONST_BITS - PASS1_BITS, floor)
+    y = _descaled_pass(along_columns, y, forward, CONST_BITS + PASS1_BITS, floor)
+    return (y * (1.0 / DC_GAIN)).to(x.dtype)
 
 
 def islow_idct_8x8(coefficients: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> Tensor:
@@ -205,6 +216,6 @@ def islow_idct_8x8(coefficients: Tensor, floor: Callable[[Tensor], Tensor] = flo
     Returns integer-valued samples (before the +128 level shift and the range limit).
     """
     _, inverse = islow_matrices(coefficients.device)
-    y = descale(along_columns(coefficients.double(), inverse), CONST_BITS - PASS1_BITS, floor)
-    y = descale(along_rows(y, inverse), CONST_BITS + PASS1_BITS + 3, floor)
+    y = _descaled_pass(along_columns, coefficients.double(), inverse, CONST_BITS - PASS1_BITS, floor)
+    y = _descaled_pass(along_rows, y, inverse, CONST_BITS + PASS1_BITS + 3, floor)
     return y.to(coefficients.dtype)
