@@ -42,11 +42,29 @@ def psnr(a, b) -> float:
 
 @pytest.mark.parametrize("setting", ["420", "444", "422", "gray"])
 def test_fidelity_to_pillow(setting):
-    """Mean PSNR against Pillow >= 50 dB over qualities, on an odd-sized natural photo."""
+    """The default layer ("ste") reproduces Pillow exactly, so far above the 50 dB bar."""
     x = photo(101, 131, gray=setting == "gray")
     subsampling = "444" if setting == "gray" else setting
-    scores = [psnr(diff_jpeg(x, q=q, subsampling=subsampling), pillow(x, q, subsampling)) for q in (1, 10, 30, 50, 75, 95)]
-    assert np.mean(scores) >= 50, scores
+    scores = []
+    for q in (1, 10, 30, 50, 75, 95):
+        ours, reference = diff_jpeg(x, q=q, subsampling=subsampling), pillow(x, q, subsampling)
+        assert torch.equal(ours, reference), (q, psnr(ours, reference))
+        scores.append(psnr(ours, reference))
+    assert np.mean(scores) >= 50
+
+
+@pytest.mark.parametrize("rounding", ["cubic", "soft", "fourier", "noise"])
+def test_exact_mode_forward_is_pillow_backward_is_the_estimator(rounding):
+    x = photo(37, 45).requires_grad_(True)
+    exact = DiffJPEG(q=30, rounding=rounding, exact=True, generator=torch.Generator().manual_seed(1)).train()
+    y = exact(x)
+    assert torch.equal(y.detach(), pillow(x.detach(), 30))
+    (g_exact,) = torch.autograd.grad(y.pow(2).sum(), x)
+    plain = DiffJPEG(q=30, rounding=rounding, generator=torch.Generator().manual_seed(1)).train()
+    y_plain = plain(x)
+    assert not torch.equal(y_plain, y)  # the estimator alone does not round exactly (train mode)
+    (g_plain,) = torch.autograd.grad(y_plain.detach().sub(y_plain).neg().add(y.detach()).pow(2).sum(), x)
+    assert torch.allclose(g_exact, g_plain, atol=1e-5)
 
 
 def test_quality_tables_equal_pillows():

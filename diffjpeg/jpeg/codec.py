@@ -243,15 +243,23 @@ def _diff_jpeg(x, q, subsampling, rounding, qtables, *, temperature, terms, exac
     work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
-    quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
-                                 generator=generator)
-    out = codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS)
     rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
     if exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
         with torch.no_grad():
-            real = codec_round_trip(y, tables, subsampling, round_ste, True)
-        out = straight_through(out, real)
+            out = codec_round_trip(y, tables, subsampling, round_ste, True)
+        if torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad):
+            out = straight_through(_estimated(y, tables, subsampling, rounding, temperature, terms, training,
+                                              generator), out)
+    else:
+        out = _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator)
     return out.to(x.dtype)
+
+
+def _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator) -> Tensor:
+    """The round trip with ``rounding``'s estimator (forward and backward)."""
+    quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
+                                 generator=generator)
+    return codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS)
 
 
 class _ClampedTables(nn.Module):

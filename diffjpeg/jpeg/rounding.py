@@ -32,9 +32,19 @@ def round_half_away(x: Tensor) -> Tensor:
     return torch.trunc(x + torch.copysign(torch.tensor(0.5, dtype=x.dtype, device=x.device), x))
 
 
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 def straight_through(x: Tensor, value: Tensor) -> Tensor:
-    """``value`` in the forward pass, identity gradient with respect to ``x`` in the backward pass."""
-    return x + (value - x).detach()
+    """Exactly ``value`` in the forward pass, identity gradient to ``x`` in the backward pass."""
+    return _StraightThrough.apply(x, value.detach())
 
 
 class _RoundSTE(torch.autograd.Function):
