@@ -47,45 +47,35 @@ def straight_through(x: Tensor, value: Tensor) -> Tensor:
     return _StraightThrough.apply(x, value.detach())
 
 
-class _RoundSTE(torch.autograd.Function):
-    # one fused autograd node: cheaper than ``x + (round(x) - x).detach()`` (two extra full-size ops)
-    @staticmethod
-    def forward(ctx, x):
-        return round_half_away(x)
+def _with_identity_gradient(op: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``op`` in the forward pass, identity in the backward pass, as one autograd node (cheaper than
+    ``x + (op(x) - x).detach()``, which costs two extra full-size operations)."""
 
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+    class _Op(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return op(x)
 
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
 
-class _FloorSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+    return _Op.apply
 
 
-class _SampleSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.floor(x).clamp_(0.0, 255.0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+_round_ste = _with_identity_gradient(round_half_away)
+_floor_ste = _with_identity_gradient(torch.floor)
+_sample_ste = _with_identity_gradient(lambda x: torch.floor(x).clamp_(0.0, 255.0))
 
 
 def round_ste(x: Tensor) -> Tensor:
     """Exact rounding (ties away from zero) with an identity gradient."""
-    return _RoundSTE.apply(x)
+    return _round_ste(x)
 
 
 def floor_ste(x: Tensor) -> Tensor:
     """``floor`` with an identity gradient (libjpeg's integer divisions and right shifts)."""
-    return _FloorSTE.apply(x)
+    return _floor_ste(x)
 
 
 def sample_ste(x: Tensor) -> Tensor:
@@ -94,7 +84,7 @@ def sample_ste(x: Tensor) -> Tensor:
     Treating libjpeg's range limit like its roundings (straight through) keeps gradients for
     saturated pixels, e.g. black or white areas, whose decoded value sits at a bound.
     """
-    return _SampleSTE.apply(x)
+    return _sample_ste(x)
 
 
 def store_ste(x: Tensor) -> Tensor:
