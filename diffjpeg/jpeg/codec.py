@@ -1,11 +1,15 @@
 """The JPEG codec as differentiable tensor stages, ``diff_jpeg`` and the ``DiffJPEG`` module.
 
-Encode (libjpeg's order): pixels to 8 bits, edge replication to whole MCUs, RGB -> YCbCr, chroma box
-downsampling, level shift, 8x8 DCT, quantisation with the chosen rounding estimator. Decode:
+Encode (libjpeg's order): pixels to 8 bits, RGB -> YCbCr, edge replication as libjpeg pads, chroma
+box downsampling, 8x8 DCT, level shift, quantisation with the chosen rounding estimator. Decode:
 dequantisation, inverse DCT, 8-bit storage and range limit, fancy chroma upsampling, YCbCr -> RGB,
-crop. With ``rounding`` "ste" or "noise" every 8-bit storage step of libjpeg is modelled (exact
-rounding forward, identity gradient); the smooth estimators ("cubic", "soft", "fourier") keep pixels
-continuous so that the whole layer is a smooth function, as in the papers that introduced them.
+crop. Samples and coefficients stay in planes ``(B, n, h, w)`` throughout (see :mod:`.dct`).
+
+Two modes share every stage. *Integer* mode ("ste", and "noise" in eval mode) is libjpeg-turbo's
+arithmetic (fixed-point colour, islow DCT, biased shifts, range limits) with floors whose gradient
+is the identity: its forward pass equals Pillow's output bit for bit (``tests/test_exact.py``).
+*Smooth* mode ("cubic", "soft", "fourier") keeps pixels continuous and uses the real-valued DCT, so
+the whole layer is a smooth function, as in the papers that introduced those estimators.
 """
 from __future__ import annotations
 
