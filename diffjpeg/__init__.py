@@ -2,7 +2,11 @@
 differentiable in the backward pass, for adaptive attacks."""
 from . import functional
 from .contract import Defense
+from .defenses import RandomJPEG
 from .jpeg import DiffJPEG, diff_jpeg
+from .jpeg.real import JPEG, real_jpeg
+from .wrappers import BPDA, EOT, DefendedModel, RNGSnapshot
 
 __version__ = "0.1.0"
-__all__ = ["Defense", "DiffJPEG", "diff_jpeg", "functional"]
+__all__ = ["Defense", "DiffJPEG", "diff_jpeg", "JPEG", "real_jpeg", "RandomJPEG", "DefendedModel", "BPDA",
+           "EOT", "RNGSnapshot", "functional"]

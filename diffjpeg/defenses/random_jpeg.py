@@ -1,0 +1,82 @@
+"""RandomJPEG: JPEG with a quality drawn at random per image and per call."""
+from __future__ import annotations
+
+from numbers import Integral
+
+import torch
+from torch import Tensor
+
+from ..contract import Defense
+from ..jpeg.codec import ROUNDINGS, diff_jpeg
+from ..jpeg.validate import check_choice, check_image, check_subsampling
+
+__all__ = ["RandomJPEG"]
+
+
+def _check_range(q: object) -> tuple[int, int]:
+    if isinstance(q, Integral) and not isinstance(q, bool):
+        q = (q, q)
+    if (not isinstance(q, (tuple, list)) or len(q) != 2
+            or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in q)):
+        raise TypeError(f"q must be a pair of ints (lo, hi) in [1, 100], got {q!r}")
+    lo, hi = int(q[0]), int(q[1])
+    if not 1 <= lo <= hi <= 100:
+        raise ValueError(f"q must satisfy 1 <= lo <= hi <= 100, got (lo, hi) = ({lo}, {hi})")
+    return lo, hi
+
+
+class RandomJPEG(Defense):
+    """JPEG compression at a quality drawn uniformly from the integers ``[lo, hi]``, per image.
+
+    Every forward call draws fresh qualities, in train and eval mode alike, from ``generator``
+    (torch's global RNG when ``None``), then runs the differentiable codec ``diff_jpeg`` with one
+    quality per image. All randomness comes from ``self.generator``, so
+    :class:`diffjpeg.wrappers.RNGSnapshot` (used by ``EOT(fixed=True)`` and ``BPDA``) can replay
+    the draws. The qualities of the last call are kept in ``last_q``.
+
+    Args:
+        q: ``(lo, hi)`` integer qualities in [1, 100], both included (an int means ``(q, q)``).
+        subsampling: "444", "422" or "420".
+        rounding: gradient estimator of the codec's rounding ("ste", "cubic", "soft",
+            "fourier", "noise"); the forward pass is the codec's either way ("noise" draws its
+            noise from ``generator`` too, in training mode).
+        generator: ``torch.Generator`` to draw from (its device is where qualities are drawn).
+        exact: use the codec's libjpeg-turbo integer emulation in the forward pass.
+
+    Shape:
+        input ``(B, C, H, W)`` in [0, 1]; output ``(B, C, H, W)``; ``last_q`` ``(B,)`` int64.
+    """
+
+    differentiable = True
+    randomized = True
+
+    def __init__(self, q=(50, 90), subsampling: str = "420", rounding: str = "ste",
+                 generator: torch.Generator | None = None, exact: bool = False):
+        super().__init__()
+        self.lo, self.hi = _check_range(q)
+        self.subsampling = check_subsampling(subsampling)
+        self.rounding = check_choice(rounding, ROUNDINGS, "rounding")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.exact = bool(exact)
+        self.last_q: Tensor | None = None
+
+    def sample(self, batch: int) -> Tensor:
+        """Draw ``batch`` qualities, ``(batch,)`` int64 on the generator's device (CPU by default)."""
+        device = self.generator.device if self.generator is not None else "cpu"
+        return torch.randint(self.lo, self.hi + 1, (batch,), generator=self.generator, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image(x)
+        q = self.sample(x.shape[0])
+        self.last_q = q
+        return diff_jpeg(x, q.to(x.device), subsampling=self.subsampling, rounding=self.rounding,
+                         exact=self.exact, training=self.training, generator=self.generator)
+
+    def surrogate(self) -> "RandomJPEG":
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"q=({self.lo}, {self.hi}), subsampling={self.subsampling!r}, rounding={self.rounding!r}, "
+                f"exact={self.exact}")

@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny synthetic image task and a small CNN trained on it in the session.
+
+The task: 16x16 RGB images of a sinusoidal grating (period 8 px, random phase, random colour
+tint, pixel noise); the class is the grating's orientation (0, 45, 90, 135 degrees). Low
+frequencies survive JPEG at the qualities the tests use, so a defended classifier stays accurate
+and attack results mean something. Training takes one to two seconds on an idle CPU.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+NUM_CLASSES = 4
+SIZE = 16
+AMPLITUDE = 0.22
+
+
+def make_gratings(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images ``(n, 3, size, size)`` in [0, 1] and labels ``(n,)`` in [0, NUM_CLASSES)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % NUM_CLASSES
+    angle = y.double() * math.pi / NUM_CLASSES
+    phase = torch.rand(n, generator=g, dtype=torch.double) * 2 * math.pi
+    r = torch.arange(size, dtype=torch.double)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    proj = xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]
+    wave = torch.sin(2 * math.pi * proj / 8 + phase[:, None, None])  # (n, H, W)
+    tint = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g, dtype=torch.double)
+    base = 0.3 + 0.4 * torch.rand(n, 1, 1, 1, generator=g, dtype=torch.double)
+    x = base + AMPLITUDE * tint * wave[:, None] + 0.04 * torch.randn(n, 3, size, size, generator=g, dtype=torch.double)
+    return x.clamp(0, 1).float(), y
+
+
+class SmallCNN(nn.Module):
+    """``(B, 3, 16, 16) -> (B, 4)`` logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(32 * 4 * 4, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+#: normalisation the classifier is trained with (DefendedModel applies it after the defense)
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+@pytest.fixture(scope="session")
+def grating_data():
+    """Held-out test images ``(64, 3, 16, 16)`` and labels ``(64,)``."""
+    return make_gratings(64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    """A SmallCNN trained on normalised gratings, in eval mode, on the CPU (~1-2 s idle)."""
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as other tests find it
+        torch.manual_seed(0)
+        model = SmallCNN()
+    x, y = make_gratings(2048, seed=0)
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        idx = torch.randint(0, x.shape[0], (128,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
