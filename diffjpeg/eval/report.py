@@ -74,10 +74,15 @@ def kornia_jpeg(x: torch.Tensor, q, subsampling: str) -> torch.Tensor | None:
 
 
 def layers(exact: bool = True) -> dict[str, Layer]:
-    """The layers compared: ours (float "ste" and, optionally, exact mode) and kornia."""
-    out: dict[str, Layer] = {"diffjpeg (ste)": lambda x, q, s: diff_jpeg(x, q=q, subsampling=s)}
+    """The layers compared: ours with the default "ste" estimator, with Shin & Song's smooth "cubic"
+    estimator (its forward pass is not exact) and, optionally, "cubic" in exact mode; kornia."""
+    out: dict[str, Layer] = {
+        "diffjpeg ste": lambda x, q, s: diff_jpeg(x, q=q, subsampling=s),
+        "diffjpeg cubic": lambda x, q, s: diff_jpeg(x, q=q, subsampling=s, rounding="cubic"),
+    }
     if exact:
-        out["diffjpeg (exact)"] = lambda x, q, s: diff_jpeg(x, q=q, subsampling=s, exact=True)
+        out["diffjpeg cubic exact=True"] = lambda x, q, s: diff_jpeg(x, q=q, subsampling=s, rounding="cubic",
+                                                                      exact=True)
     out["kornia"] = kornia_jpeg
     return out
 

@@ -28,10 +28,10 @@ def chroma_downsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor
     count = fv * fh
     total = F.avg_pool2d(planes, (fv, fh)) * count
     if not integer:
-        return total / count
+        return total * (1.0 / count)
     first = 1.0 if count == 4 else 0.0
     bias = first + (torch.arange(total.shape[-1], device=planes.device) % 2).to(planes.dtype)
-    return floor_ste((total + bias) / count)
+    return floor_ste((total + bias) * (1.0 / count))  # powers of two: exact
 
 
 def _interleave(even: Tensor, odd: Tensor, dim: int) -> Tensor:
@@ -67,6 +67,7 @@ def chroma_upsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
     left, right = _triangle(planes, dim=-1)
     scale = 16.0 if fv == 2 else 4.0
     if not integer:
-        return _interleave(left, right, dim=-1) / scale
+        return _interleave(left, right, dim=-1) * (1.0 / scale)
     bias_left, bias_right = (8.0, 7.0) if fv == 2 else (1.0, 2.0)
-    return _interleave(floor_ste((left + bias_left) / scale), floor_ste((right + bias_right) / scale), dim=-1)
+    k = 1.0 / scale  # a power of two: exact
+    return _interleave(floor_ste((left + bias_left) * k), floor_ste((right + bias_right) * k), dim=-1)

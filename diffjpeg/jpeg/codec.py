@@ -105,8 +105,9 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
     if c == 3 and subsampling != "444":
         fv, fh = FACTORS[subsampling]
         gh, gw = _grid(sizes[1])
-        chroma = pad_replicate(pixels[:, 1:], ceil_div(h, fv) * fv, gw * fh)
-        planes = [pad_replicate(pixels[:, :1], *_grid(sizes[0])),
+        luma, chroma = pixels.split((1, 2), dim=1)  # split's backward is a cat, not zero-filled copies
+        chroma = pad_replicate(chroma, ceil_div(h, fv) * fv, gw * fh)
+        planes = [pad_replicate(luma, *_grid(sizes[0])),
                   pad_replicate(chroma_downsample(chroma, subsampling, integer), gh, gw)]
     else:
         planes = [pad_replicate(pixels, *_grid(sizes[0]))]

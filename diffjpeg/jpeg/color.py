@@ -45,12 +45,13 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
     if not integer:
         return _mix(_RGB_TO_YCBCR, rgb, (0.0, CENTER, CENTER))
     offset = (HALF, CENTER * SCALE + HALF - 1, CENTER * SCALE + HALF - 1)
-    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset) / SCALE)
+    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset) * (1.0 / SCALE))
 
 
 def ycbcr_to_rgb(ycc: Tensor, integer: bool) -> Tensor:
     """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode)."""
-    luma, chroma = ycc[:, :1], ycc[:, 1:] - CENTER
+    luma, chroma = ycc.split((1, 2), dim=1)
+    chroma = chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
-        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) / SCALE)
+        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) * (1.0 / SCALE))
     return (luma + _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)).clamp(0.0, 255.0)
