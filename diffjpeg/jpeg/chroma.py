@@ -44,8 +44,7 @@ def _triangle(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """``3 x[i] + x[i-1]`` and ``3 x[i] + x[i+1]`` along ``dim``, edges replicated."""
     n = x.shape[dim]
     padded = torch.cat((x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)), dim)
-    x3 = 3 * x
-    return x3 + padded.narrow(dim, 0, n), x3 + padded.narrow(dim, 2, n)
+    return torch.add(padded.narrow(dim, 0, n), x, alpha=3), torch.add(padded.narrow(dim, 2, n), x, alpha=3)
 
 
 def chroma_upsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
