@@ -131,7 +131,7 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
         planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer), ph, pw))
     if channels == 3 and subsampling != "444":
         planes[1] = crop(chroma_upsample(planes[1], subsampling, integer), h, w)
-    pixels = torch.cat(planes, 1) if len(planes) > 1 else planes[0]
+    pixels = planes[0] if len(planes) == 1 else planes  # luma and chroma go to colour conversion apart
     if channels == 3:
         pixels = ycbcr_to_rgb(pixels, integer)
     return pixels / 255.0

@@ -48,9 +48,12 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
     return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset) * (1.0 / SCALE))
 
 
-def ycbcr_to_rgb(ycc: Tensor, integer: bool) -> Tensor:
-    """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode)."""
-    luma, chroma = ycc.split((1, 2), dim=1)
+def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool) -> Tensor:
+    """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode).
+
+    ``ycc`` is ``(B, 3, H, W)`` or the pair ``(luma (B, 1, H, W), chroma (B, 2, H, W))``.
+    """
+    luma, chroma = ycc.split((1, 2), dim=1) if isinstance(ycc, Tensor) else ycc
     chroma = chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
         return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) * (1.0 / SCALE))

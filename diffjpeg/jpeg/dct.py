@@ -187,6 +187,11 @@ def _descaled_pass(apply, x: Tensor, m: Tensor, bits: int, floor: Callable[[Tens
     return floor(apply(x, m * (1.0 / (1 << bits)), 0.5))
 
 
+def _needs_float64(x: Tensor) -> bool:
+    """float32 pass 1 is exact on CPU and on CUDA unless TF32 matmuls (fewer mantissa bits) are on."""
+    return x.dtype != torch.float32 or (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
+
+
 def dct_8x8(x: Tensor) -> Tensor:
     """Forward DCT of every 8x8 block of ``x`` ``(..., H, W)`` (samples level-shifted by -128)."""
     d = dct_matrix(x.device, x.dtype)
@@ -205,7 +210,9 @@ def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> T
     Returns coefficients in orthonormal units (islow output / 8, exact), in ``x``'s dtype.
     """
     forward, _ = islow_matrices(x.device)
-    y = _descaled_pass(along_rows, x.double(), forward, CONST_BITS - PASS1_BITS, floor)
+    # pass 1 stays below 2^24 (|row| sums of the matrix are <= 2^16, samples <= 255): exact in float32
+    first = x.double() if _needs_float64(x) else x
+    y = _descaled_pass(along_rows, first, forward.to(first.dtype), CONST_BITS - PASS1_BITS, floor).double()
     y = _descaled_pass(along_columns, y, forward, CONST_BITS + PASS1_BITS, floor)
     return (y * (1.0 / DC_GAIN)).to(x.dtype)
 
