@@ -18,7 +18,6 @@ case H = W = 8.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -141,22 +140,30 @@ def feature_map() -> list:
 
 
 
-@lru_cache(maxsize=None)
-def dct_matrix(device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The orthonormal 8-point DCT-II matrix (rows are frequencies)."""
+def _orthonormal_dct() -> Tensor:
     k = torch.arange(8, dtype=torch.float64)
     basis = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * 0.5
     basis[0] /= math.sqrt(2)
-    return basis.to(device=device, dtype=dtype)
+    return basis
 
 
-@lru_cache(maxsize=None)
+# float64 on the CPU, built once; ``.to(device)`` per call is an 8x8 copy (and keeps torch.compile
+# free of cache wrappers it cannot trace)
+_DCT = _orthonormal_dct()
+_ISLOW_FORWARD = torch.tensor(forward_matrix(), dtype=torch.float64)
+_ISLOW_INVERSE = torch.tensor(inverse_feature_matrix(), dtype=torch.float64) @ torch.tensor(feature_map(),
+                                                                                            dtype=torch.float64)
+
+
+def dct_matrix(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The orthonormal 8-point DCT-II matrix (rows are frequencies)."""
+    return _DCT.to(device=device, dtype=dtype)
+
+
 def islow_matrices(device: torch.device) -> tuple[Tensor, Tensor]:
     """float64 integer matrices of one forward pass (8 freq x 8 samples) and one inverse pass
     (8 samples x 8 freq), before their shifts."""
-    inverse = torch.tensor(inverse_feature_matrix(), dtype=torch.float64) @ torch.tensor(feature_map(),
-                                                                                         dtype=torch.float64)
-    return torch.tensor(forward_matrix(), dtype=torch.float64, device=device), inverse.to(device)
+    return _ISLOW_FORWARD.to(device), _ISLOW_INVERSE.to(device)
 
 
 def along_rows(x: Tensor, m: Tensor, bias: float = 0.0) -> Tensor:
