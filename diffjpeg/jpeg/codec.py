@@ -25,7 +25,7 @@ from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
-from .rounding import ROUNDINGS, round_ste, rounding_function, store_ste, straight_through
+from .rounding import ROUNDINGS, round_ste, rounding_function, sample_ste, store_ste, straight_through
 from .tables import quality_tables
 
 #: estimators whose forward pass stores pixels as 8-bit integers, as libjpeg does
@@ -40,6 +40,13 @@ def _clip(x: Tensor) -> Tensor:
 def _pixel_store(integer: bool) -> Callable[[Tensor], Tensor]:
     """libjpeg's 8-bit sample storage (straight-through rounding and range limit), or a plain clip."""
     return store_ste if integer else _clip
+
+
+def _to_8bit(x: Tensor, integer: bool) -> Tensor:
+    """[0, 1] -> [0, 255]: ``floor(255 x + 1/2)`` as Pillow receives it (integer mode), else ``255 x``."""
+    if integer:  # one fused multiply-add before the straight-through floor
+        return sample_ste(torch.add(x.new_tensor(0.5), x, alpha=255.0))
+    return x * 255.0
 
 
 def component_sizes(height: int, width: int, channels: int, subsampling: str) -> list[tuple[int, int]]:
@@ -96,9 +103,8 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
     the full-resolution columns to twice the chroma grid and the rows to a multiple of the
     vertical factor, then, after downsampling, the last chroma row down to the grid.
     """
-    store = _pixel_store(integer)
     b, c, h, w = x.shape
-    pixels = store(x * 255.0)
+    pixels = _to_8bit(x, integer)
     if c == 3:
         pixels = rgb_to_ycbcr(pixels, integer)
     sizes = component_sizes(h, w, c, subsampling)

@@ -14,7 +14,6 @@ from torch import Tensor
 from .rounding import floor_ste, sample_ste
 
 SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
-HALF = SCALE / 2
 CENTER = 128.0
 
 _RGB_TO_YCBCR = ((0.29900, 0.58700, 0.11400),
@@ -27,8 +26,12 @@ _CHROMA_TO_RGB = ((0.0, 1.40200),
 
 
 def _fixed(matrix) -> tuple[tuple[float, ...], ...]:
-    """libjpeg's ``FIX(x)``: the constant times 2^16, rounded (sign kept)."""
-    return tuple(tuple(float(int(abs(v) * SCALE + 0.5)) * (1 if v >= 0 else -1) for v in row) for row in matrix)
+    """libjpeg's ``FIX(x) / 2^16``: the constant rounded to a multiple of 2^-16 (sign kept).
+
+    Products with 8-bit samples and their sums have numerators below 2^24 over 2^16, so float32
+    holds them exactly and ``floor`` of the result is libjpeg's right shift.
+    """
+    return tuple(tuple(int(abs(v) * SCALE + 0.5) / SCALE * (1 if v >= 0 else -1) for v in row) for row in matrix)
 
 
 def _mix(matrix, x: Tensor, offset) -> Tensor:
@@ -44,8 +47,8 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
     """RGB in [0, 255] -> YCbCr in [0, 255] (chroma centred at 128)."""
     if not integer:
         return _mix(_RGB_TO_YCBCR, rgb, (0.0, CENTER, CENTER))
-    offset = (HALF, CENTER * SCALE + HALF - 1, CENTER * SCALE + HALF - 1)
-    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset) * (1.0 / SCALE))
+    offset = (0.5, CENTER + 0.5 - 1 / SCALE, CENTER + 0.5 - 1 / SCALE)
+    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset))
 
 
 def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool) -> Tensor:
@@ -56,5 +59,5 @@ def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool) -> Tensor:
     luma, chroma = ycc.split((1, 2), dim=1) if isinstance(ycc, Tensor) else ycc
     chroma = chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
-        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (HALF,) * 3) * (1.0 / SCALE))
+        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (0.5,) * 3))
     return (luma + _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)).clamp(0.0, 255.0)
