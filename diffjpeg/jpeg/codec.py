@@ -163,7 +163,8 @@ def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
 
 
 def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsampling: str = "420",
-                        size: tuple[int, int] | None = None, integer: bool = True) -> Tensor:
+                        size: tuple[int, int] | None = None, integer: bool = True,
+                        dequantize: Callable[[Tensor, Tensor, bool], Tensor] = dequantize_planes) -> Tensor:
     """Quantised DCT coefficients -> pixels; the inverse stages of :func:`encode_coefficients`.
 
     Args:
@@ -172,6 +173,7 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
         subsampling: the chroma subsampling the coefficients were made with.
         size: ``(H, W)`` of the image; default: the luma block grid times 8.
         integer: model libjpeg's 8-bit pixel storage (straight-through rounding).
+        dequantize: coefficients and tables of a component group -> samples (see :func:`_decode_planes`).
 
     Returns:
         ``(B, C, H, W)`` in [0, 1]. Differentiable in ``coefficients`` and ``qtables``.
@@ -180,7 +182,7 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
     size = size if size is not None else (luma.shape[1] * BLOCK, luma.shape[2] * BLOCK)
     planes = [from_blocks(c) for c in coefficients]
     groups = [torch.stack([planes[i] for i in group], 1) for group in _groups(len(planes), subsampling)]
-    return _decode_planes(groups, qtables, subsampling, size, integer)
+    return _decode_planes(groups, qtables, subsampling, size, integer, dequantize)
 
 
 def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype) -> Tensor:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .blocks import from_blocks, to_blocks
-from .codec import _decode_planes, _encode_planes, _groups, codec_round_trip
+from .blocks import to_blocks
+from .codec import codec_round_trip, decode_coefficients, encode_coefficients
 from .dct import inverse_feature_matrix
 from .rounding import round_ste
 
@@ -50,9 +50,8 @@ def exact_encode(pixels: Tensor, qtables: Tensor, subsampling: str) -> list[Tens
         order -- what ``jpeglib.read_dct`` returns for the file Pillow writes.
     """
     with torch.no_grad():
-        groups = _encode_planes(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling,
-                                round_ste, True)
-    return [to_blocks(plane).to(torch.int32) for group in groups for plane in group.unbind(1)]
+        coefficients = encode_coefficients(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling)
+    return [c.to(torch.int32) for c in coefficients]
 
 
 def exact_jpeg(pixels: Tensor, qtables: Tensor, subsampling: str) -> Tensor:
@@ -78,16 +77,15 @@ def exact_decode(coefficients: list[Tensor], qtables: Tensor, subsampling: str, 
     Returns:
         uint8 ``(B, C, height, width)`` on the coefficients' device.
     """
-    planes = [from_blocks(c.to(torch.float64)) for c in coefficients]
-    groups = [torch.stack([planes[i] for i in group], 1) for group in _groups(len(planes), subsampling)]
+    coefficients = [c.to(torch.float64) for c in coefficients]
     with torch.no_grad():
-        out = _decode_planes(groups, qtables.to(planes[0].device, torch.float64), subsampling, (height, width),
-                             True, dequantize=_dequantize_avx2)
+        out = decode_coefficients(coefficients, qtables.to(coefficients[0].device, torch.float64), subsampling,
+                                  (height, width), True, dequantize=_dequantize_avx2)
     return (out * 255.0).round_().to(torch.uint8)
 
 
 def _dequantize_avx2(coefficients: Tensor, tables: Tensor, integer: bool) -> Tensor:
-    """Plane-layout adapter of :func:`_idct_simd` for :func:`codec._decode_planes`."""
+    """Plane-layout adapter of :func:`_idct_simd` for :func:`codec.decode_coefficients`."""
     b, n, h, w = coefficients.shape
     blocks = to_blocks(coefficients).reshape(b * n, h // 8, w // 8, 8, 8)
     samples = _idct_simd(blocks, tables.reshape(b * n, 8, 8))
