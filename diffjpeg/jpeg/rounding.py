@@ -121,7 +121,9 @@ def round_noise(x: Tensor, training: bool, generator: torch.Generator | None = N
     """Additive ``U(-1/2, 1/2)`` noise in training mode (identity gradient), exact rounding otherwise."""
     if not training:
         return round_ste(x)
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
+    # draw where the generator lives (a CPU generator may serve a CUDA input), then move
+    device = generator.device if generator is not None else x.device
+    noise = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device) - 0.5
     return x + noise
 
 
