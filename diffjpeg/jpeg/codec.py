@@ -203,7 +203,6 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
 def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> Tensor | None:
     """All boundary checks of :func:`diff_jpeg`; returns the normalised tables (or ``None``)."""
     validate.check_image(x)
-    validate.check_subsampling(subsampling)
     validate.check_choice(rounding, ROUNDINGS, "rounding")
     if qtables is not None:
         qtables = validate.check_qtables(qtables)
@@ -238,6 +237,7 @@ def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", round
     Returns:
         ``(B, C, H, W)`` tensor with the input's dtype and device.
     """
+    subsampling = validate.check_subsampling(subsampling)
     qtables = check_arguments(x, q, subsampling, rounding, qtables)
     validate.check_estimator_options(temperature, terms)
     return _diff_jpeg(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
@@ -306,7 +306,7 @@ class DiffJPEG(Defense):
                  qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = 0.2,
                  terms: int = 10, exact: bool = False, generator: torch.Generator | None = None):
         super().__init__()
-        validate.check_subsampling(subsampling)
+        subsampling = validate.check_subsampling(subsampling)
         validate.check_choice(rounding, ROUNDINGS, "rounding")
         validate.check_estimator_options(temperature, terms)
         if qtables is not None:

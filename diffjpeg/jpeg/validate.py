@@ -41,7 +41,9 @@ def check_image(x: object, name: str = "x") -> Tensor:
 
 
 def check_subsampling(subsampling: object) -> str:
-    """``subsampling`` must be one of "444", "422", "420"."""
+    """``subsampling`` must be one of "444", "422", "420" (the ints 444, 422, 420 are taken as those)."""
+    if isinstance(subsampling, int) and not isinstance(subsampling, bool) and str(subsampling) in SUBSAMPLINGS:
+        return str(subsampling)
     return check_choice(subsampling, SUBSAMPLINGS, "subsampling")
 
 
