@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .dct import tf32_matmul
 from .rounding import floor_ste, sample_ste
 
 SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
@@ -36,11 +37,12 @@ def _fixed(matrix) -> tuple[tuple[float, ...], ...]:
 
 def _mix(matrix, x: Tensor, offset) -> Tensor:
     """``matrix @ pixel + offset`` at every pixel of ``(B, n, H, W)``."""
-    m = torch.tensor(matrix, dtype=x.dtype, device=x.device)
-    b = torch.tensor(offset, dtype=x.dtype, device=x.device)[:, None]
+    work = torch.float64 if tf32_matmul(x) else x.dtype
+    m = torch.tensor(matrix, dtype=work, device=x.device)
+    b = torch.tensor(offset, dtype=work, device=x.device)[:, None]
     rows, cols = m.shape
-    out = torch.baddbmm(b.expand(x.shape[0], rows, 1), m.expand(x.shape[0], rows, cols), x.flatten(2))
-    return out.view(x.shape[0], rows, *x.shape[2:])
+    out = torch.baddbmm(b.expand(x.shape[0], rows, 1), m.expand(x.shape[0], rows, cols), x.flatten(2).to(work))
+    return out.view(x.shape[0], rows, *x.shape[2:]).to(x.dtype)
 
 
 def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:

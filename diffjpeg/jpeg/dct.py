@@ -194,9 +194,13 @@ def _descaled_pass(apply, x: Tensor, m: Tensor, bits: int, floor: Callable[[Tens
     return floor(apply(x, m * (1.0 / (1 << bits)), 0.5))
 
 
-def _needs_float64(x: Tensor) -> bool:
-    """float32 pass 1 is exact on CPU and on CUDA unless TF32 matmuls (fewer mantissa bits) are on."""
-    return x.dtype != torch.float32 or (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
+def tf32_matmul(x: Tensor) -> bool:
+    """Whether float32 matrix products on ``x``'s device drop mantissa bits (TF32 enabled on CUDA).
+
+    Integer-exact float32 products (colour conversion, islow pass 1) need full float32; with TF32
+    on they are computed in float64 instead.
+    """
+    return x.is_cuda and torch.backends.cuda.matmul.allow_tf32
 
 
 def dct_8x8(x: Tensor) -> Tensor:
@@ -218,7 +222,7 @@ def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> T
     """
     forward, _ = islow_matrices(x.device)
     # pass 1 stays below 2^24 (|row| sums of the matrix are <= 2^16, samples <= 255): exact in float32
-    first = x.double() if _needs_float64(x) else x
+    first = x.double() if x.dtype != torch.float32 or tf32_matmul(x) else x
     y = _descaled_pass(along_rows, first, forward.to(first.dtype), CONST_BITS - PASS1_BITS, floor).double()
     y = _descaled_pass(along_columns, y, forward, CONST_BITS + PASS1_BITS, floor)
     return (y * (1.0 / DC_GAIN)).to(x.dtype)
