@@ -5,6 +5,7 @@ import sys
 
 COMMANDS = {
     "report": ("diffjpeg.eval.report", "fidelity of the JPEG layer against Pillow, and its speed against kornia"),
+    "topa": ("diffjpeg.eval.topa", "JPEG + targeted one-pixel class recovery (TOPA) on a labelled tensor file"),
 }
 
 
