@@ -11,6 +11,7 @@ benchmark can decide how to attack it without special cases:
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -25,3 +26,8 @@ class Defense(nn.Module):
     def surrogate(self) -> nn.Module:
         """A differentiable stand-in for the backward pass (BPDA). Default: identity."""
         return nn.Identity()
+
+
+def draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where a defense draws its random numbers: its generator's device, the CPU for the global RNG."""
+    return generator.device if generator is not None else torch.device("cpu")

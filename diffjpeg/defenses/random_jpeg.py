@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..contract import Defense
 from ..jpeg.codec import ROUNDINGS, diff_jpeg
-from ..jpeg.validate import check_choice, check_image, check_subsampling
+from ..jpeg.validate import check_choice, check_generator, check_image, check_subsampling
 
 __all__ = ["RandomJPEG"]
 
@@ -56,9 +56,7 @@ class RandomJPEG(Defense):
         self.lo, self.hi = _check_range(q)
         self.subsampling = check_subsampling(subsampling)
         self.rounding = check_choice(rounding, ROUNDINGS, "rounding")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        self.generator = generator
+        self.generator = check_generator(generator)
         self.exact = bool(exact)
         self.last_q: Tensor | None = None
 

@@ -7,7 +7,7 @@ pipeline nothing is checked again.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
@@ -120,3 +120,34 @@ def check_estimator_options(temperature: object, terms: object) -> None:
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if isinstance(terms, bool) or not isinstance(terms, int) or terms < 1:
         raise ValueError(f"terms must be a positive int, got {terms!r}")
+
+
+def check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
+    """``value`` must be an int (not a bool) in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be an int {bound}, got {value}")
+    return value
+
+
+def check_real(value: object, name: str, lo: float, hi: float, lo_open: bool = False,
+               hi_open: bool = False) -> float:
+    """``value`` must be a finite real number in the interval from ``lo`` to ``hi``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    """``generator`` must be a ``torch.Generator`` or ``None`` (torch's global RNG)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
