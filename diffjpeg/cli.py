@@ -5,6 +5,8 @@ import sys
 
 COMMANDS = {
     "report": ("diffjpeg.eval.report", "fidelity of the JPEG layer against Pillow, and its speed against kornia"),
+    "train-reconstruction": ("diffjpeg.eval.train_reconstruction",
+                             "train PixelDepthReconstruction's EDSR on Fashion-MNIST (compressed clean + FGSM -> clean)"),
     "topa": ("diffjpeg.eval.topa", "JPEG + targeted one-pixel class recovery (TOPA) on a labelled tensor file"),
 }
 

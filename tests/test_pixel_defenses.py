@@ -6,7 +6,6 @@ a per-image numpy Lloyd loop, and F.interpolate plus slicing for resize-and-pad.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

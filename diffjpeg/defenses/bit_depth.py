@@ -54,10 +54,11 @@ def bit_depth(x: Tensor, bits: int | None = None, levels: int | None = None) -> 
     """
     check_image(x)
     bits, levels = _check_depth(bits, levels)
-    return _reduce(x, bits, levels)
+    return reduce_depth(x, bits, levels)
 
 
-def _reduce(x: Tensor, bits: int | None, levels: int | None) -> Tensor:
+def reduce_depth(x: Tensor, bits: int | None, levels: int | None) -> Tensor:
+    """:func:`bit_depth` on checked arguments (exactly one of ``bits`` and ``levels`` given)."""
     xd = x.detach().double()
     if bits is not None:
         v = torch.floor(255.0 * xd + 0.5).clamp_(0, 255)  # 8-bit value; the clamp only absorbs check_image's slack
@@ -93,7 +94,7 @@ class BitDepth(Defense):
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
-        return _reduce(x, self.bits, self.levels)
+        return reduce_depth(x, self.bits, self.levels)
 
     def surrogate(self) -> nn.Module:
         return nn.Identity()

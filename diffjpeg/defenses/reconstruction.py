@@ -1,0 +1,467 @@
+"""Pixel-depth compression followed by a learned reconstruction network (Zhang et al.).
+
+The defense of Zhang, Xu, Pei and Yang ("Adversarial example defense based on image
+reconstruction") has two stages:
+
+1. **pixel-depth compression**: every value is snapped to the nearest of ``levels`` evenly spaced
+   values in [0, 1] (``levels = 4`` on Fashion-MNIST, 2 on MNIST in the paper), which wipes out
+   small perturbations together with some image detail;
+2. **reconstruction**: an EDSR-style residual network (Lim et al., 2017; no batch norm, scaled
+   residual blocks, a long skip) trained with the mean squared error to map compressed clean and
+   compressed FGSM images back to the clean originals.
+
+This module has the pieces as functions and thin modules:
+
+* :func:`quantize_depth` / :func:`quantize_depth_ste` -- the compression, exact or with a
+  straight-through (identity) gradient;
+* :class:`EDSR` -- the reconstruction network (same size in and out, no upsampling);
+* :class:`PixelDepthReconstruction` -- the defense (a :class:`~diffjpeg.contract.Defense`);
+* :func:`train_reconstruction` -- the training loop (FGSM examples against a classifier, per epoch
+  checkpoints, resume), :func:`save_weights` / :func:`load_weights` (state dicts read with
+  ``torch.load(..., weights_only=True)``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..contract import Defense
+from ..jpeg.rounding import straight_through
+from ..jpeg.validate import check_image, check_int
+from .bit_depth import reduce_depth
+from .registry import register
+
+__all__ = ["EDSR", "PixelDepthReconstruction", "load_weights", "quantize_depth", "quantize_depth_ste",
+           "save_weights", "train_reconstruction"]
+
+
+# ------------------------------------------------------------------------------------ quantiser
+
+
+def _check_levels(levels: object) -> int:
+    return check_int(levels, "levels", 2, 65536)
+
+
+def quantize_depth(x: Tensor, levels: int) -> Tensor:
+    """Snap every value to the nearest of ``levels`` evenly spaced values: ``BitDepth(levels=...)``.
+
+    ``y = floor(x (levels - 1) + 1/2) / (levels - 1)`` (ties go up), computed in float64, returned in
+    ``x``'s dtype. Its gradient is zero (use :func:`quantize_depth_ste` for a useful one).
+
+    Args:
+        x: images ``(B, C, H, W)``, float, values in [0, 1].
+        levels: number of output values, >= 2 (``2 ** bits`` for a bit depth).
+    """
+    return reduce_depth(x, None, levels)
+
+
+def quantize_depth_ste(x: Tensor, levels: int) -> Tensor:
+    """:func:`quantize_depth` in the forward pass, identity gradient (straight-through) backward."""
+    return straight_through(x, quantize_depth(x, levels))
+
+
+def _clamp_ste(x: Tensor) -> Tensor:
+    """Clamp to [0, 1] in the forward pass with an identity gradient."""
+    return straight_through(x, x.clamp(0, 1))
+
+
+# ------------------------------------------------------------------------------------ network
+
+
+class _ResidualBlock(nn.Module):
+    """conv3x3 - ReLU - conv3x3, scaled by ``res_scale`` and added to the input (no batch norm)."""
+
+    def __init__(self, features: int, res_scale: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+        self.res_scale = res_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+
+
+class EDSR(nn.Module):
+    """EDSR-style reconstruction network without upsampling (Lim et al., 2017).
+
+    ``head`` (3x3 conv, ``channels -> features``), ``blocks`` residual blocks (conv-ReLU-conv, no
+    batch norm, output scaled by ``res_scale``), a 3x3 conv and a long skip from the head's output,
+    ``tail`` (3x3 conv, ``features -> channels``) and a global skip: the network predicts a
+    correction that is added to its input. The tail starts at zero, so an untrained network is
+    the identity and training starts from the compressed image.
+
+    ``res_scale`` is stored as a buffer, so a state dict describes the whole network and
+    :meth:`from_state_dict` rebuilds it without being told the sizes.
+
+    Args:
+        channels: image channels (1 grayscale, 3 RGB).
+        features: width of the hidden layers.
+        blocks: number of residual blocks (>= 0).
+        res_scale: factor applied to each block's residual (EDSR uses 0.1 for wide networks).
+
+    Shape:
+        input ``(B, channels, H, W)``; output ``(B, channels, H, W)`` (not clamped).
+    """
+
+    def __init__(self, channels: int = 1, features: int = 32, blocks: int = 4, res_scale: float = 0.1):
+        super().__init__()
+        for name, value, low in (("channels", channels, 1), ("features", features, 1), ("blocks", blocks, 0)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                raise ValueError(f"EDSR: {name} must be an int >= {low}, got {value!r}")
+        if isinstance(res_scale, bool) or not isinstance(res_scale, Real) or not 0 < res_scale < math.inf:
+            raise ValueError(f"EDSR: res_scale must be a positive number, got {res_scale!r}")
+        self.channels, self.features, self.n_blocks = int(channels), int(features), int(blocks)
+        self.register_buffer("res_scale", torch.tensor(float(res_scale)))
+        self.head = nn.Conv2d(self.channels, self.features, 3, padding=1)
+        self.body = nn.ModuleList(_ResidualBlock(self.features, float(res_scale)) for _ in range(self.n_blocks))
+        self.body_end = nn.Conv2d(self.features, self.features, 3, padding=1)
+        self.tail = nn.Conv2d(self.features, self.channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.head(x)
+        r = h
+        for block in self.body:
+            r = block(r)
+        r = self.body_end(r) + h
+        return x + self.tail(r)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        for block in self.body:  # keep the blocks' float copy in step with the loaded buffer
+            block.res_scale = float(self.res_scale)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict) -> "EDSR":
+        """An :class:`EDSR` of the sizes a state dict describes, with those weights loaded."""
+        try:
+            features, channels = state_dict["head.weight"].shape[:2]
+            blocks = len({int(m.group(1)) for k in state_dict if (m := re.match(r"body\.(\d+)\.", k))})
+            res_scale = float(state_dict["res_scale"])
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"the state dict is not an EDSR's (needs head.weight, body.N.*, res_scale): "
+                             f"{type(exc).__name__}: {exc}; keys: {sorted(state_dict)[:6]}...") from None
+        net = cls(channels=int(channels), features=int(features), blocks=blocks, res_scale=res_scale)
+        net.load_state_dict(state_dict)
+        return net
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, features={self.features}, blocks={self.n_blocks}, " \
+               f"res_scale={float(self.res_scale):g}"
+
+
+# ------------------------------------------------------------------------------------ weights
+
+
+def _atomic_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in ``path``'s folder, then rename it over ``path``."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: its folder {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _load(path: str | os.PathLike, name: str) -> object:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{name}: no such file {str(path)!r}; train one with "
+                                f"`diffjpeg train-reconstruction --out {path}` or pass the right path")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_weights(network: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``network.state_dict()`` to ``path`` (atomically: a crash never leaves half a file)."""
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
+    return _atomic_save({k: v.detach().cpu() for k, v in network.state_dict().items()}, path)
+
+
+def load_weights(path: str | os.PathLike, network: nn.Module | None = None) -> nn.Module:
+    """Read a state dict with ``torch.load(path, weights_only=True)``.
+
+    Args:
+        path: file written by :func:`save_weights` (or any ``torch.save``-d state dict).
+        network: module to load into (strictly: every key must match); ``None`` builds an
+            :class:`EDSR` of the sizes the file describes.
+
+    Returns:
+        the network with the weights, on the CPU when built here, else on ``network``'s device.
+    """
+    state = _load(path, "weights")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"weights file {str(path)!r} must hold a state dict (names -> tensors), "
+                         f"got {type(state).__name__}")
+    if network is None:
+        return EDSR.from_state_dict(state)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"weights file {str(path)!r} does not fit {type(network).__name__}: {exc}") from None
+    return network
+
+
+# ------------------------------------------------------------------------------------ defense
+
+
+class _Surrogate(nn.Module):
+    """quantiser with identity gradient -> network -> clamp with identity gradient."""
+
+    def __init__(self, defense: "PixelDepthReconstruction"):
+        super().__init__()
+        self.levels = defense.levels
+        self.network = defense.network
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = _param_dtype(self.network, x.dtype)
+        y = self.network(quantize_depth_ste(x, self.levels).to(dtype)).to(x.dtype)
+        return _clamp_ste(y)
+
+
+def _param_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    p = next(module.parameters(), None)
+    return default if p is None else p.dtype
+
+
+class PixelDepthReconstruction(Defense):
+    """Pixel-depth compression to ``levels`` values, then a reconstruction network, then clamp.
+
+    ``forward(x) = clamp(network(quantize_depth(x, levels)), 0, 1)`` (Zhang et al.). The network runs
+    in its parameters' dtype; the output is cast back to the input's dtype.
+
+    Facts (the :class:`~diffjpeg.contract.Defense` contract):
+
+    * ``differentiable = False``: the quantiser is piecewise constant (its true derivative is zero
+      almost everywhere), and its output is detached, so autograd through the forward pass gives
+      the input no gradient at all. Attack it with ``BPDA(defense)``.
+    * ``surrogate()``: the quantiser with a straight-through (identity) gradient, the same network
+      (shared, not copied), and a straight-through clamp. Its forward value equals the defense's.
+    * ``randomized = False``.
+
+    Args:
+        levels: number of grey levels per channel, >= 2 (the paper: 4 on Fashion-MNIST, 2 on MNIST).
+        network: the reconstruction module ``(B, C, H, W) -> (B, C, H, W)``; ``None`` builds an
+            :class:`EDSR` (from ``weights`` when given, else an untrained one of ``channels``
+            channels, which is the identity: bit-depth reduction alone). ``nn.Identity()`` gives
+            bit-depth reduction alone explicitly.
+        weights: path of a state dict for the network (read with ``weights_only=True``), or ``None``.
+        channels: image channels of the default network (ignored when ``network`` or ``weights``
+            is given).
+
+    Shape:
+        input ``(B, C, H, W)`` in [0, 1]; output ``(B, C, H, W)`` in [0, 1], input's dtype and device.
+    """
+
+    differentiable = False
+    randomized = False
+
+    def __init__(self, levels: int = 4, network: nn.Module | None = None,
+                 weights: str | os.PathLike | None = None, channels: int = 1):
+        super().__init__()
+        self.levels = _check_levels(levels)
+        if network is not None and not isinstance(network, nn.Module):
+            raise TypeError(f"network must be an nn.Module or None, got {type(network).__name__}")
+        if network is None:
+            network = load_weights(weights) if weights is not None else EDSR(channels=channels)
+        elif weights is not None:
+            network = load_weights(weights, network)
+        self.network = network
+        self.weights = None if weights is None else str(weights)
+
+    def _check_input(self, x: Tensor) -> None:
+        check_image(x)
+        expected = getattr(self.network, "channels", None)
+        if expected is not None and x.shape[1] != expected:
+            raise ValueError(f"x must have {expected} channel(s) for this reconstruction network, "
+                             f"got C = {x.shape[1]} (shape {tuple(x.shape)})")
+        p = next(self.network.parameters(), None)
+        if p is not None and p.device != x.device:
+            raise ValueError(f"x is on {x.device} but the reconstruction network is on {p.device}; "
+                             f"move one of them (defense.to('{x.device}'))")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        dtype = _param_dtype(self.network, x.dtype)
+        y = self.network(quantize_depth(x, self.levels).to(dtype))
+        return y.clamp(0, 1).to(x.dtype)
+
+    def surrogate(self) -> nn.Module:
+        return _Surrogate(self)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}" + (f", weights={self.weights!r}" if self.weights else "")
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def _check_eps(fgsm_eps: object) -> tuple[float, float]:
+    if isinstance(fgsm_eps, Real) and not isinstance(fgsm_eps, bool):
+        fgsm_eps = (fgsm_eps, fgsm_eps)
+    if (not isinstance(fgsm_eps, (tuple, list)) or len(fgsm_eps) != 2
+            or not all(isinstance(v, Real) and not isinstance(v, bool) for v in fgsm_eps)):
+        raise TypeError(f"fgsm_eps must be a number or a pair (lo, hi) of numbers in [0, 1], got {fgsm_eps!r}")
+    lo, hi = float(fgsm_eps[0]), float(fgsm_eps[1])
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"fgsm_eps must satisfy 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+    return lo, hi
+
+
+def _fgsm(classifier: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
+    """One signed-gradient step of size ``eps`` (per image, ``(B,)``) on the cross-entropy, clamped."""
+    with torch.enable_grad():
+        xa = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(classifier(xa), y), xa)
+    return (x + eps.view(-1, *([1] * (x.ndim - 1))) * grad.sign()).clamp(0, 1).detach()
+
+
+def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
+                         classifier: Callable[[Tensor], Tensor] | None = None, labels: Tensor | None = None,
+                         fgsm_eps: float | Sequence[float] = (0.0, 0.1), adversarial_fraction: float = 0.5,
+                         epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                         checkpoint: str | os.PathLike | None = None, generator: torch.Generator | None = None,
+                         progress: bool = True) -> list[float]:
+    """Train ``network`` to map ``quantize_depth(x_in, levels)`` back to the clean ``x`` (MSE).
+
+    Each batch of clean images ``x`` is shuffled with ``generator``. Without a ``classifier`` the
+    inputs are the clean images. With one, as in the paper, a share ``adversarial_fraction`` of
+    each batch is replaced by FGSM examples crafted against ``classifier`` on the spot (the batch
+    size stays the same), each image with its own ``eps`` drawn uniformly from ``fgsm_eps``
+    (the paper: 0 to 0.1 on Fashion-MNIST); their targets are still the clean images.
+
+    Progress is shown with tqdm. With ``checkpoint``, the network, the optimiser (Adam), the
+    generator's state and the loss history are written there (atomically) after every epoch, and a
+    run finding an existing checkpoint resumes after its last finished epoch (interrupt with
+    Ctrl-C and run again). The network is trained on its own device; the data follow it per batch.
+
+    Args:
+        network: module ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`EDSR`), trained in place.
+        images: clean training images ``(N, C, H, W)`` in [0, 1].
+        levels: grey levels of the compression, >= 2.
+        classifier: callable mapping images in [0, 1] to logits (include any normalisation, e.g.
+            ``DefendedModel(clf, None, mean, std)``), or ``None`` for no adversarial examples.
+        labels: ``(N,)`` int64 labels for FGSM; ``None`` uses the classifier's own predictions.
+        fgsm_eps: FGSM step size, a number or a range ``(lo, hi)`` in [0, 1].
+        adversarial_fraction: share of each batch replaced by FGSM examples, in [0, 1].
+        epochs, batch_size, lr: number of passes over ``images``, images per step, Adam's rate.
+        checkpoint: path of the per-epoch checkpoint (its folder must exist), or ``None``.
+        generator: ``torch.Generator`` (CPU) for shuffling, eps and the adversarial subset.
+        progress: show a tqdm bar.
+
+    Returns:
+        the mean training loss of every epoch (the resumed ones included), a list of floats.
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
+    check_image(images, "images")
+    levels = _check_levels(levels)
+    lo, hi = _check_eps(fgsm_eps)
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(adversarial_fraction, bool) or not isinstance(adversarial_fraction, Real) \
+            or not 0 <= adversarial_fraction <= 1:
+        raise ValueError(f"adversarial_fraction must be a number in [0, 1], got {adversarial_fraction!r}")
+    if classifier is not None and not callable(classifier):
+        raise TypeError(f"classifier must be a callable returning logits or None, got {type(classifier).__name__}")
+    if labels is not None:
+        if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
+            raise ValueError(f"labels must be an integer tensor of shape ({images.shape[0]},), got "
+                             f"{type(labels).__name__} {tuple(getattr(labels, 'shape', ()))}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    p = next(network.parameters(), None)
+    if p is None:
+        raise ValueError(f"network {type(network).__name__} has no parameters to train")
+    device, dtype = p.device, p.dtype
+    optimizer = torch.optim.Adam(network.parameters(), lr=float(lr))
+    history: list[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _load(checkpoint, "checkpoint")
+        if not isinstance(state, dict) or not {"epoch", "network", "optimizer", "generator", "history",
+                                               "levels"} <= set(state):
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is not a train_reconstruction checkpoint; "
+                             f"delete it or choose another path")
+        if state["levels"] != levels:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} was trained with levels={state['levels']}, "
+                             f"this run asks for levels={levels}; delete it or choose another path")
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history, start = list(state["history"]), int(state["epoch"])
+
+    n = images.shape[0]
+    was_training = network.training
+    network.train()
+    clf_training = classifier.training if isinstance(classifier, nn.Module) else None
+    if clf_training is not None:
+        classifier.eval()  # FGSM against the deployed (eval-mode) classifier
+    try:
+        for epoch in range(start, epochs):
+            order = torch.randperm(n, generator=generator)
+            total, count = 0.0, 0
+            bar = tqdm(range(0, n, batch_size), desc=f"reconstruction epoch {epoch + 1}/{epochs}",
+                       disable=not progress, leave=False)
+            for i in bar:
+                idx = order[i:i + batch_size]
+                clean = images[idx].to(device=device, dtype=dtype)
+                inputs = clean
+                if classifier is not None and adversarial_fraction > 0:
+                    b = clean.shape[0]
+                    adv = torch.rand(b, generator=generator) < adversarial_fraction
+                    eps = lo + (hi - lo) * torch.rand(b, generator=generator)
+                    if adv.any():
+                        sel = adv.nonzero().flatten().to(device)
+                        xs = clean[sel]
+                        if labels is not None:
+                            ys = labels[idx][adv].to(device)
+                        else:
+                            with torch.no_grad():
+                                ys = classifier(xs).argmax(1)
+                        inputs = clean.clone()
+                        inputs[sel] = _fgsm(classifier, xs, ys, eps[adv].to(device=device, dtype=dtype))
+                loss = F.mse_loss(network(quantize_depth(inputs, levels)), clean)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * clean.shape[0]
+                count += clean.shape[0]
+                bar.set_postfix(mse=f"{total / count:.5f}")
+            history.append(total / max(count, 1))
+            if checkpoint is not None:
+                _atomic_save({"epoch": epoch + 1, "levels": levels, "history": history,
+                              "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                              "generator": generator.get_state()}, checkpoint)
+    finally:
+        network.train(was_training)
+        if clf_training is not None:
+            classifier.train(clf_training)
+    return history
+
+
+register("pixel_depth_reconstruction", PixelDepthReconstruction)

@@ -1,0 +1,213 @@
+"""``diffjpeg train-reconstruction``: train the reconstruction network of PixelDepthReconstruction.
+
+On Fashion-MNIST (idx files, see :mod:`diffjpeg.eval.datasets`): load (or train) a small CNN
+classifier, then train an :class:`~diffjpeg.defenses.reconstruction.EDSR` to map bit-depth
+compressed clean and FGSM images back to the clean ones (Zhang et al.), and save its state dict.
+Both trainings checkpoint after every epoch and resume when run again with the same paths.
+
+Example::
+
+    diffjpeg train-reconstruction --data /usr/share/datasets/fashion-mnist --levels 4 --epochs 5 \\
+        --limit 10000 --out weights.pt
+
+The classifier, when none is given with ``--classifier-weights``, is trained first and saved as
+``OUT`` with the suffix ``.classifier.pt`` (reused on the next run).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..defenses.reconstruction import (EDSR, _atomic_save, _load, load_weights, quantize_depth, save_weights,
+                                       train_reconstruction)
+from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
+
+__all__ = ["FMNISTNet", "accuracy", "main", "psnr", "train_classifier"]
+
+
+class FMNISTNet(nn.Module):
+    """A small CNN for 28x28 grayscale images in [0, 1] (no normalisation needed).
+
+    Shape:
+        input ``(B, 1, 28, 28)`` in [0, 1]; output ``(B, classes)`` logits.
+    """
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, epochs: int = 3, batch_size: int = 128,
+                     lr: float = 1e-3, checkpoint: str | Path | None = None,
+                     generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
+    """Cross-entropy training with Adam; per-epoch checkpoint and resume as in ``train_reconstruction``.
+
+    Args:
+        model: classifier ``(B, C, H, W) -> (B, K)`` logits, trained in place on its own device.
+        images: ``(N, C, H, W)`` in [0, 1]; labels: ``(N,)`` int64.
+        checkpoint: per-epoch checkpoint path (resumed when it exists), or ``None``.
+
+    Returns:
+        the mean training loss of every epoch.
+    """
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history: list[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _load(checkpoint, "checkpoint")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history, start = list(state["history"]), int(state["epoch"])
+    model.train()
+    n = images.shape[0]
+    for epoch in range(start, epochs):
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        bar = tqdm(range(0, n, batch_size), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False)
+        for i in bar:
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(images[idx].to(device)), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        history.append(total / n)
+        if checkpoint is not None:
+            _atomic_save({"epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, checkpoint)
+    return history
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Share of ``images`` whose argmax logit is the label (model in eval mode, on its device)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, images.shape[0], batch_size):
+        correct += (model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum()
+    return int(correct) / max(images.shape[0], 1)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB of two image batches in [0, 1] (one MSE over the whole batch)."""
+    mse = (a.double() - b.double()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def _eps(text: str) -> tuple[float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected EPS or LO,HI, got {text!r}")
+    return parts[0], parts[1]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffjpeg train-reconstruction",
+                                description="Train the EDSR reconstruction network of PixelDepthReconstruction "
+                                            "on Fashion-MNIST (bit-depth compressed clean and FGSM images -> clean).")
+    p.add_argument("--data", default=FASHION_MNIST_DIR, help="folder with the Fashion-MNIST idx files "
+                   "(default: %(default)s, from Debian's dataset-fashion-mnist)")
+    p.add_argument("--out", required=True, help="where to write the network's state dict (.pt)")
+    p.add_argument("--levels", type=int, default=4, help="grey levels of the compression (paper: 4) [%(default)s]")
+    p.add_argument("--epochs", type=int, default=5, help="reconstruction epochs [%(default)s]")
+    p.add_argument("--batch-size", type=int, default=64, help="[%(default)s]")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate [%(default)s]")
+    p.add_argument("--limit", type=int, default=None, help="use the first N training images (default: all 60000)")
+    p.add_argument("--features", type=int, default=32, help="EDSR width [%(default)s]")
+    p.add_argument("--blocks", type=int, default=4, help="EDSR residual blocks [%(default)s]")
+    p.add_argument("--fgsm-eps", type=_eps, default=(0.0, 0.1),
+                   help="FGSM eps, EPS or LO,HI drawn per image (paper, F-MNIST: 0,0.1) [0,0.1]")
+    p.add_argument("--adversarial-fraction", type=float, default=0.5,
+                   help="share of each batch replaced by FGSM images [%(default)s]")
+    p.add_argument("--no-fgsm", action="store_true", help="train on clean compressed images only (no classifier)")
+    p.add_argument("--classifier-weights", default=None,
+                   help="state dict of an FMNISTNet to craft FGSM against (default: train one, saved as "
+                        "OUT.classifier.pt, reused when present)")
+    p.add_argument("--classifier-epochs", type=int, default=3, help="epochs when training the classifier [%(default)s]")
+    p.add_argument("--checkpoint", default=None, help="per-epoch checkpoint (default: OUT.ckpt); resumed if present")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        print(f"train-reconstruction: --out folder {str(out.parent)!r} does not exist", file=sys.stderr)
+        return 2
+    try:
+        x_train, y_train = load_fashion_mnist(args.data, "train", limit=args.limit)
+        x_test, y_test = load_fashion_mnist(args.data, "test", limit=1000)
+    except FileNotFoundError as exc:
+        print(f"train-reconstruction: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    progress = not args.quiet
+
+    classifier = None
+    if not args.no_fgsm:
+        classifier = FMNISTNet().to(device)
+        if args.classifier_weights:
+            try:
+                load_weights(args.classifier_weights, classifier)
+            except (FileNotFoundError, ValueError) as exc:
+                print(f"train-reconstruction: --classifier-weights: {exc}", file=sys.stderr)
+                return 2
+        else:
+            clf_path = out.with_name(out.name + ".classifier.pt")
+            if clf_path.is_file():
+                load_weights(clf_path, classifier)
+                print(f"classifier: loaded {clf_path}")
+            else:
+                train_classifier(classifier, x_train, y_train, epochs=args.classifier_epochs,
+                                 checkpoint=clf_path.with_name(clf_path.name + ".ckpt"),
+                                 generator=torch.Generator().manual_seed(args.seed), progress=progress)
+                save_weights(classifier, clf_path)
+                print(f"classifier: trained {args.classifier_epochs} epochs, saved {clf_path}")
+        classifier.eval()
+        print(f"classifier clean test accuracy (first 1000 test images): {accuracy(classifier, x_test, y_test):.3f}")
+
+    network = EDSR(channels=1, features=args.features, blocks=args.blocks).to(device)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
+    history = train_reconstruction(network, x_train, levels=args.levels, classifier=classifier, labels=y_train,
+                                   fgsm_eps=args.fgsm_eps, adversarial_fraction=args.adversarial_fraction,
+                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, checkpoint=checkpoint,
+                                   generator=torch.Generator().manual_seed(args.seed), progress=progress)
+    save_weights(network, out)
+    network.eval()
+    with torch.no_grad():
+        q = quantize_depth(x_test, args.levels)
+        rec = network(q.to(device)).clamp(0, 1).cpu()
+    print("epoch mean MSE: " + ", ".join(f"{v:.5f}" for v in history))
+    print(f"PSNR on the first 1000 test images: bit-depth only {psnr(q, x_test):.2f} dB, "
+          f"reconstructed {psnr(rec, x_test):.2f} dB")
+    print(f"saved {out} (use PixelDepthReconstruction(levels={args.levels}, weights={str(out)!r}))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
