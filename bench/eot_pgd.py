@@ -21,7 +21,6 @@ ratio EOTPGD / batched EOT and the robust accuracy each attack leaves.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 
@@ -31,22 +30,8 @@ import torchattacks
 from torch import nn
 
 from diffjpeg.defenses import RandomJPEG
+from diffjpeg.eval.datasets import gratings
 from diffjpeg.wrappers import EOT, DefendedModel
-
-
-def gratings(n: int, size: int, seed: int, classes: int = 4):
-    """Oriented sinusoidal gratings (class = orientation) with random phase, tint and noise."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    angle = y.float() * math.pi / classes
-    r = torch.arange(size, dtype=torch.float32)
-    yy, xx = torch.meshgrid(r, r, indexing="ij")
-    proj = xx * angle.cos()[:, None, None] + yy * angle.sin()[:, None, None]
-    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
-    wave = torch.sin(2 * math.pi * proj / 8 + phase)[:, None]
-    tint = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g)
-    x = 0.3 + 0.4 * torch.rand(n, 1, 1, 1, generator=g) + 0.22 * tint * wave
-    return (x + 0.04 * torch.randn(x.shape, generator=g)).clamp(0, 1), y
 
 
 def classifier(size: int, classes: int = 4) -> nn.Module:
@@ -60,7 +45,7 @@ def classifier(size: int, classes: int = 4) -> nn.Module:
 
 def train(size: int, steps: int = 150) -> nn.Module:
     torch.manual_seed(0)
-    x, y = gratings(2048, size, seed=0)
+    x, y = gratings(2048, seed=0, size=size)
     model = classifier(size)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
@@ -122,7 +107,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     clf = train(a.size).to(device)
-    x, y = gratings(a.batch, a.size, seed=1)
+    x, y = gratings(a.batch, seed=1, size=a.size)
     x, y = x.to(device), y.to(device)
     alpha = a.eps / 4
     norm = dict(mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -7,11 +7,11 @@ and attack results mean something. Training takes one to two seconds on an idle 
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
+
+from diffjpeg.eval.datasets import gratings
 
 NUM_CLASSES = 4
 SIZE = 16
@@ -20,18 +20,7 @@ AMPLITUDE = 0.22
 
 def make_gratings(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images ``(n, 3, size, size)`` in [0, 1] and labels ``(n,)`` in [0, NUM_CLASSES)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    angle = y.double() * math.pi / NUM_CLASSES
-    phase = torch.rand(n, generator=g, dtype=torch.double) * 2 * math.pi
-    r = torch.arange(size, dtype=torch.double)
-    yy, xx = torch.meshgrid(r, r, indexing="ij")
-    proj = xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]
-    wave = torch.sin(2 * math.pi * proj / 8 + phase[:, None, None])  # (n, H, W)
-    tint = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g, dtype=torch.double)
-    base = 0.3 + 0.4 * torch.rand(n, 1, 1, 1, generator=g, dtype=torch.double)
-    x = base + AMPLITUDE * tint * wave[:, None] + 0.04 * torch.randn(n, 3, size, size, generator=g, dtype=torch.double)
-    return x.clamp(0, 1).float(), y
+    return gratings(n, seed, size, NUM_CLASSES, AMPLITUDE)
 
 
 class SmallCNN(nn.Module):

@@ -11,54 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import NUM_CLASSES, make_gratings  # noqa: E402
 from diffjpeg.attacks import OnePixel  # noqa: E402
+from diffjpeg.eval.models import fragile_grating_classifier  # noqa: E402
 
 torchattacks = pytest.importorskip("torchattacks")
-
-
-def train_fragile_model() -> nn.Module:
-    """A tiny CNN ``(B, 3, 16, 16)`` in [0, 1] -> logits ``(B, 4)``, trained for 100 steps (< 1 s).
-
-    Trained on one thread: on this busy 2-core machine two OpenMP threads made these tiny steps
-    20x slower (15 s instead of 0.7 s).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_fragile_model()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_fragile_model() -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
-                            nn.Linear(8 * 16, NUM_CLASSES))
-    x, y = make_gratings(2048, seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(100):
-        idx = torch.randint(0, x.shape[0], (128,), generator=g)
-        loss = nn.functional.cross_entropy(net(x[idx] * 4 - 2), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model = nn.Sequential(Scale(), net).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-class Scale(nn.Module):
-    """``x -> 4 x - 2`` (the fragile model's input normalisation)."""
-
-    def forward(self, x):
-        return x * 4 - 2
 
 
 def low_contrast(n: int = 32, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +27,7 @@ def low_contrast(n: int = 32, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor
 
 @pytest.fixture(scope="module")
 def fragile():
-    return train_fragile_model()
+    return fragile_grating_classifier(NUM_CLASSES)
 
 
 def changed_pixels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_onepixel import low_contrast, train_fragile_model  # noqa: E402
+from test_onepixel import low_contrast  # noqa: E402
+from diffjpeg.eval.models import fragile_grating_classifier  # noqa: E402
 from diffjpeg.attacks import topa  # noqa: E402
 from diffjpeg.eval.topa import main  # noqa: E402
 from diffjpeg.jpeg.real import real_jpeg  # noqa: E402
@@ -23,7 +24,7 @@ from diffjpeg.jpeg.real import real_jpeg  # noqa: E402
 
 @pytest.fixture(scope="module")
 def fragile():
-    return train_fragile_model()
+    return fragile_grating_classifier()
 
 
 @pytest.fixture(scope="module")
