@@ -36,7 +36,7 @@ SPECS = [
     "tvm:p=0.25",
     "kmeans:k=8",
     "resize_pad:pad=30",
-    "pixel_depth_reconstruction:levels=4",
+    "pixel_depth_reconstruction:levels=4,channels=3",
 ]
 PAPER = {"fd": "0.16 s (seed 004)", "tvm": "38.9 s (seed 004)"}
 
