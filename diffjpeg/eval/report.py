@@ -270,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device must be a torch device such as cpu or cuda, got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for, but torch sees no CUDA device here")
     if args.quick:
         images, qualities, shapes = photos(PHOTOS[:2]), (5, 50, 95), ((2, 3, 64, 64), (4, 3, 96, 96))
     else:
