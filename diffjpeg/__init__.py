@@ -1,6 +1,6 @@
 """diffjpeg: JPEG (and other input-transformation defenses) real in the forward pass and
 differentiable in the backward pass, for adaptive attacks."""
-from . import attacks, defenses, functional
+from . import attacks, defenses, functional, learn
 from .contract import Defense
 from .defenses import RandomJPEG
 from .jpeg import DiffJPEG, diff_jpeg
@@ -9,4 +9,4 @@ from .wrappers import BPDA, EOT, DefendedModel, RNGSnapshot
 
 __version__ = "0.1.0"
 __all__ = ["Defense", "DiffJPEG", "diff_jpeg", "JPEG", "real_jpeg", "RandomJPEG", "DefendedModel", "BPDA",
-           "EOT", "RNGSnapshot", "attacks", "defenses", "functional"]
+           "EOT", "RNGSnapshot", "attacks", "defenses", "functional", "learn"]

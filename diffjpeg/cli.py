@@ -7,6 +7,8 @@ COMMANDS = {
     "report": ("diffjpeg.eval.report", "fidelity of the JPEG layer against Pillow, and its speed against kornia"),
     "train-reconstruction": ("diffjpeg.eval.train_reconstruction",
                              "train PixelDepthReconstruction's EDSR on Fashion-MNIST (compressed clean + FGSM -> clean)"),
+    "learn-qtables": ("diffjpeg.eval.learn_qtables",
+                      "learn JPEG quantisation tables for a classifier under a bit-rate weight; writes JSON"),
     "topa": ("diffjpeg.eval.topa", "JPEG + targeted one-pixel class recovery (TOPA) on a labelled tensor file"),
 }
 

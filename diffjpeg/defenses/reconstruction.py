@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,6 +39,7 @@ from ..jpeg.rounding import straight_through
 from ..jpeg.validate import check_image, check_int
 from .bit_depth import reduce_depth
 from .registry import register
+from ..files import atomic_torch_save
 
 __all__ = ["EDSR", "PixelDepthReconstruction", "load_weights", "quantize_depth", "quantize_depth_ste",
            "save_weights", "train_reconstruction"]
@@ -164,23 +164,6 @@ class EDSR(nn.Module):
 # ------------------------------------------------------------------------------------ weights
 
 
-def _atomic_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in ``path``'s folder, then rename it over ``path``."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: its folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _load(path: str | os.PathLike, name: str) -> object:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
@@ -194,7 +177,7 @@ def save_weights(network: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``network.state_dict()`` to ``path`` (atomically: a crash never leaves half a file)."""
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
-    return _atomic_save({k: v.detach().cpu() for k, v in network.state_dict().items()}, path)
+    return atomic_torch_save({k: v.detach().cpu() for k, v in network.state_dict().items()}, path)
 
 
 def load_weights(path: str | os.PathLike, network: nn.Module | None = None) -> nn.Module:
@@ -454,7 +437,7 @@ def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
                 bar.set_postfix(mse=f"{total / count:.5f}")
             history.append(total / max(count, 1))
             if checkpoint is not None:
-                _atomic_save({"epoch": epoch + 1, "levels": levels, "history": history,
+                atomic_torch_save({"epoch": epoch + 1, "levels": levels, "history": history,
                               "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                               "generator": generator.get_state()}, checkpoint)
     finally:

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..defenses.reconstruction import (EDSR, _atomic_save, _load, load_weights, quantize_depth, save_weights,
+from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth, save_weights,
                                        train_reconstruction)
+from ..files import atomic_torch_save
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
 
 __all__ = ["FMNISTNet", "accuracy", "main", "psnr", "train_classifier"]
@@ -91,9 +92,23 @@ def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, epochs: i
             total += loss.item() * len(idx)
         history.append(total / n)
         if checkpoint is not None:
-            _atomic_save({"epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, checkpoint)
+            atomic_torch_save({"epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, checkpoint)
     return history
+
+
+def cached_classifier(model: nn.Module, path: Path, images: Tensor, labels: Tensor, epochs: int, seed: int,
+                      progress: bool = True) -> nn.Module:
+    """Load ``model``'s weights from ``path`` if that file exists, else train it (resumably) and save them there."""
+    if path.is_file():
+        load_weights(path, model)
+        print(f"classifier: loaded {path}")
+        return model
+    train_classifier(model, images, labels, epochs=epochs, checkpoint=path.with_name(path.name + ".ckpt"),
+                     generator=torch.Generator().manual_seed(seed), progress=progress)
+    save_weights(model, path)
+    print(f"classifier: trained {epochs} epochs, saved {path}")
+    return model
 
 
 @torch.no_grad()
@@ -178,16 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train-reconstruction: --classifier-weights: {exc}", file=sys.stderr)
                 return 2
         else:
-            clf_path = out.with_name(out.name + ".classifier.pt")
-            if clf_path.is_file():
-                load_weights(clf_path, classifier)
-                print(f"classifier: loaded {clf_path}")
-            else:
-                train_classifier(classifier, x_train, y_train, epochs=args.classifier_epochs,
-                                 checkpoint=clf_path.with_name(clf_path.name + ".ckpt"),
-                                 generator=torch.Generator().manual_seed(args.seed), progress=progress)
-                save_weights(classifier, clf_path)
-                print(f"classifier: trained {args.classifier_epochs} epochs, saved {clf_path}")
+            cached_classifier(classifier, out.with_name(out.name + ".classifier.pt"), x_train, y_train,
+                              args.classifier_epochs, args.seed, progress)
         classifier.eval()
         print(f"classifier clean test accuracy (first 1000 test images): {accuracy(classifier, x_test, y_test):.3f}")
 

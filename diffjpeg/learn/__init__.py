@@ -1,0 +1,13 @@
+"""Q-table learning: optimise JPEG quantisation tables for a classifier under a bit-rate budget.
+
+- :func:`learn_qtables` / :class:`LearnResult`: gradient descent on a learnable ``DiffJPEG``'s tables.
+- :func:`rate_proxy`: differentiable bits-per-pixel estimate; :func:`rate_correlation` validates it
+  against the sizes Pillow writes; :func:`real_bpp` measures real files.
+- :func:`export_jpeg`, :func:`save_tables`, :func:`load_tables`: integer tables to .jpg and JSON.
+"""
+from .qtables import (LearnResult, export_jpeg, learn_qtables, load_tables, objective, pgd_linf, save_tables,
+                      tables_tensor)
+from .rate import rate_correlation, rate_proxy, real_bpp, real_scan_bits
+
+__all__ = ["LearnResult", "export_jpeg", "learn_qtables", "load_tables", "objective", "pgd_linf", "rate_correlation",
+           "rate_proxy", "real_bpp", "real_scan_bits", "save_tables", "tables_tensor"]
