@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchattacks.attack import Attack as _TorchattacksAttack
 
-from ..jpeg.validate import check_image
+from ..jpeg.validate import check_generator, check_image
 
 
 def check_real(value, name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -45,13 +45,6 @@ def check_int(value, name: str, low: int = 0) -> int:
     if value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value}")
     return int(value)
-
-
-def check_generator(generator) -> torch.Generator | None:
-    """``generator`` must be ``None`` or a ``torch.Generator``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
 
 
 def check_labels(labels, batch: int, name: str = "labels") -> Tensor:

@@ -36,7 +36,8 @@ from torch import Tensor
 from ..contract import Defense
 from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
 from ..jpeg.rounding import round_ste
-from ..jpeg.validate import check_batch, check_choice, check_image, check_qtables, check_quality, check_subsampling
+from ..jpeg.validate import (check_batch, check_choice, check_image, check_int, check_qtables, check_quality,
+                              check_subsampling)
 from .registry import register
 
 __all__ = [
@@ -58,14 +59,6 @@ def zigzag_order() -> list[tuple[int, int]]:
     """The 64 ``(row, column)`` positions of an 8x8 block in JPEG's zigzag order (low frequencies first)."""
     cells = [(r, c) for r in range(8) for c in range(8)]
     return sorted(cells, key=lambda rc: (rc[0] + rc[1], rc[0] if (rc[0] + rc[1]) % 2 else -rc[0]))
-
-
-def _check_int(value: object, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int in [{lo}, {hi}], got {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value}")
-    return int(value)
 
 
 def _check_qs(qs: object) -> tuple[int, int]:
@@ -114,7 +107,7 @@ def select_bands(std: Tensor, band_size: int) -> Tensor:
     Ties are broken in zigzag order (the lower frequency wins).
     """
     _check_band_map(std, "std")
-    band_size = _check_int(band_size, "band_size", 0, 64)
+    band_size = check_int(band_size, "band_size", 0, 64)
     order = zigzag_order()
     flat = torch.stack([std[r, c] for r, c in order]).double().cpu()
     ranked = sorted(range(64), key=lambda i: (-float(flat[i]), i))
@@ -282,7 +275,7 @@ class FeatureDistillation(Defense):
         self.q = q
         self.qs = _check_qs(qs)
         self.scale = _check_scale(scale, self.qs)
-        self.band_size = _check_int(band_size, "band_size", 0, 64)
+        self.band_size = check_int(band_size, "band_size", 0, 64)
         self.subsampling = check_subsampling(subsampling)
         self.register_buffer("sensitive", default_bands(self.band_size))
         self.register_buffer("band_std", torch.full((8, 8), math.nan, dtype=torch.float64))

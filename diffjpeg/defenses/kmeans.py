@@ -33,10 +33,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..contract import Defense
-from ..jpeg.validate import check_choice, check_image
-from ..contract import draw_device
-from ..jpeg.validate import check_generator, check_int
+from ..contract import Defense, draw_device
+from ..jpeg.validate import check_choice, check_generator, check_image, check_int
 from .registry import register
 
 __all__ = ["KMeansColors", "kmeans_colors", "kmeans_init", "INITS"]

@@ -1,28 +1,15 @@
 """RandomJPEG: JPEG with a quality drawn at random per image and per call."""
 from __future__ import annotations
 
-from numbers import Integral
 
 import torch
 from torch import Tensor
 
 from ..contract import Defense
 from ..jpeg.codec import ROUNDINGS, diff_jpeg
-from ..jpeg.validate import check_choice, check_generator, check_image, check_subsampling
+from ..jpeg.validate import check_choice, check_generator, check_image, check_range, check_subsampling
 
 __all__ = ["RandomJPEG"]
-
-
-def _check_range(q: object) -> tuple[int, int]:
-    if isinstance(q, Integral) and not isinstance(q, bool):
-        q = (q, q)
-    if (not isinstance(q, (tuple, list)) or len(q) != 2
-            or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in q)):
-        raise TypeError(f"q must be a pair of ints (lo, hi) in [1, 100], got {q!r}")
-    lo, hi = int(q[0]), int(q[1])
-    if not 1 <= lo <= hi <= 100:
-        raise ValueError(f"q must satisfy 1 <= lo <= hi <= 100, got (lo, hi) = ({lo}, {hi})")
-    return lo, hi
 
 
 class RandomJPEG(Defense):
@@ -53,7 +40,7 @@ class RandomJPEG(Defense):
     def __init__(self, q=(50, 90), subsampling: str = "420", rounding: str = "ste",
                  generator: torch.Generator | None = None, exact: bool = False):
         super().__init__()
-        self.lo, self.hi = _check_range(q)
+        self.lo, self.hi = check_range(q, "q", 1, 100, integer=True)
         self.subsampling = check_subsampling(subsampling)
         self.rounding = check_choice(rounding, ROUNDINGS, "rounding")
         self.generator = check_generator(generator)

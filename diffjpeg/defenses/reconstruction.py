@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..contract import Defense
 from ..jpeg.rounding import straight_through
-from ..jpeg.validate import check_image, check_int
+from ..jpeg.validate import check_image, check_int, check_range
 from .bit_depth import reduce_depth
 from .registry import register
 from ..files import atomic_torch_save
@@ -298,18 +298,6 @@ class PixelDepthReconstruction(Defense):
 # ------------------------------------------------------------------------------------ training
 
 
-def _check_eps(fgsm_eps: object) -> tuple[float, float]:
-    if isinstance(fgsm_eps, Real) and not isinstance(fgsm_eps, bool):
-        fgsm_eps = (fgsm_eps, fgsm_eps)
-    if (not isinstance(fgsm_eps, (tuple, list)) or len(fgsm_eps) != 2
-            or not all(isinstance(v, Real) and not isinstance(v, bool) for v in fgsm_eps)):
-        raise TypeError(f"fgsm_eps must be a number or a pair (lo, hi) of numbers in [0, 1], got {fgsm_eps!r}")
-    lo, hi = float(fgsm_eps[0]), float(fgsm_eps[1])
-    if not 0 <= lo <= hi <= 1:
-        raise ValueError(f"fgsm_eps must satisfy 0 <= lo <= hi <= 1, got ({lo}, {hi})")
-    return lo, hi
-
-
 def _fgsm(classifier: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
     """One signed-gradient step of size ``eps`` (per image, ``(B,)``) on the cross-entropy, clamped."""
     with torch.enable_grad():
@@ -358,7 +346,7 @@ def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
         raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
     check_image(images, "images")
     levels = _check_levels(levels)
-    lo, hi = _check_eps(fgsm_eps)
+    lo, hi = check_range(fgsm_eps, "fgsm_eps", 0.0, 1.0, integer=False)
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

@@ -33,10 +33,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..contract import Defense
-from ..jpeg.validate import check_choice, check_image
-from ..contract import draw_device
-from ..jpeg.validate import check_generator, check_int, check_real
+from ..contract import Defense, draw_device
+from ..jpeg.validate import check_choice, check_generator, check_image, check_int, check_real
 from .registry import register
 
 __all__ = ["RandomResizePad", "resize_pad", "RESIZE_MODES"]

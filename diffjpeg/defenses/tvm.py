@@ -38,10 +38,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..contract import Defense
-from ..jpeg.validate import check_choice, check_image
-from ..contract import draw_device
-from ..jpeg.validate import check_generator, check_int, check_real
+from ..contract import Defense, draw_device
+from ..jpeg.validate import check_choice, check_generator, check_image, check_int, check_real
 from .registry import register
 
 __all__ = ["TVM", "tv_reconstruct", "tv_objective", "TV_NORMS"]

@@ -37,10 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .chroma import FACTORS  # (v, h) subsampling factors = the luma's sampling factors (chroma is (1, 1))
 from .validate import check_qtables, check_subsampling
 
-#: (v, h) luma sampling factors of each subsampling (chroma is (1, 1))
-LUMA_FACTORS = {"444": (1, 1), "422": (1, 2), "420": (2, 2)}
 #: baseline Huffman coding limits (8-bit samples): |AC| < 2^10; DC in [-1024, 1023] so that DC
 #: differences fit the 11 bits libjpeg allows (8-bit pixels give DC in [-1024, 1016] at Q = 1)
 AC_LIMIT = 1023
@@ -105,7 +104,7 @@ class JPEGCoefficients:
         luma, *chroma = self.sampling_factors
         if any(c != (1, 1) for c in chroma):
             return None
-        for name, factors in LUMA_FACTORS.items():
+        for name, factors in FACTORS.items():
             if tuple(luma) == factors:
                 return name
         return None
@@ -301,7 +300,7 @@ def block_grid(height: int, width: int, factors: Sequence[tuple[int, int]]) -> l
 def _factors(subsampling: str, components: int) -> tuple[tuple[int, int], ...]:
     if components == 1:
         return ((1, 1),)
-    return (LUMA_FACTORS[subsampling], (1, 1), (1, 1))
+    return (FACTORS[subsampling], (1, 1), (1, 1))
 
 
 def _as_planes(coefficients, name: str = "coefficients") -> list[np.ndarray]:
@@ -377,7 +376,7 @@ def _as_tables(qtables, components: int) -> tuple[np.ndarray, tuple[int, ...]]:
 
 def _infer_subsampling(planes: list[np.ndarray], size: tuple[int, int]) -> str:
     grids = [p.shape[:2] for p in planes]
-    matches = [s for s in LUMA_FACTORS
+    matches = [s for s in FACTORS
                if [tuple(g) for g in block_grid(*size, _factors(s, 3))] == [tuple(g) for g in grids]]
     if len(matches) == 1:
         return matches[0]

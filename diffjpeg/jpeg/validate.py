@@ -151,3 +151,24 @@ def check_generator(generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
+
+
+def check_range(value: object, name: str, lo: float, hi: float, integer: bool) -> tuple:
+    """``value`` must be a pair ``(a, b)`` with ``lo <= a <= b <= hi``, or one value ``a`` (read as ``(a, a)``).
+
+    ``integer``: the entries must be ints (returned as ints), else real numbers (returned as floats).
+    """
+    kind, cast = (Integral, int) if integer else (Real, float)
+    noun = "int" if integer else "number"
+
+    def ok(v: object) -> bool:
+        return isinstance(v, kind) and not isinstance(v, bool)
+
+    if ok(value):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(ok(v) for v in value):
+        raise TypeError(f"{name} must be a pair of {noun}s (lo, hi) in [{lo:g}, {hi:g}] or one {noun}, got {value!r}")
+    a, b = cast(value[0]), cast(value[1])
+    if not lo <= a <= b <= hi:
+        raise ValueError(f"{name} must satisfy {lo:g} <= lo <= hi <= {hi:g}, got ({a:g}, {b:g})")
+    return a, b
