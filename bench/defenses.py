@@ -13,13 +13,12 @@ on its hardware) are printed beside ours for orientation only.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
 
 from diffjpeg.defenses import build
-from diffjpeg.eval.report import photo_batch
+from diffjpeg.eval.report import photo_batch, time_call
 from diffjpeg.jpeg.real import real_jpeg
 
 SPECS = [
@@ -50,17 +49,7 @@ def tiny_classifier() -> nn.Module:
 
 def per_image(fn, batch: int, repeats: int, device: torch.device) -> float:
     """Best of ``repeats`` timed calls after a warm-up, divided by the batch size."""
-    best = float("inf")
-    for i in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best / batch
+    return time_call(fn, repeats, device) / batch
 
 
 def peers(x: torch.Tensor, repeats: int) -> dict[str, float]:

@@ -53,9 +53,9 @@ def to_tensor(image: np.ndarray, setting: str) -> torch.Tensor:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] on the 8-bit scale; :data:`PSNR_CAP` when identical."""
-    mse = ((a.double() - b.double()) * 255.0).pow(2).mean().item()
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
+    """PSNR in dB of two images (or batches, one MSE over all) in [0, 1]; ``inf`` when identical."""
+    mse = (a.double() - b.double()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def identical(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -111,7 +111,7 @@ def fidelity(images, qualities=QUALITIES, settings=SETTINGS, exact: bool = True)
                 for name, layer in tried.items():
                     y = layer(x, quality, subsampling)
                     if y is not None:
-                        scores[name].append((psnr(y, reference), identical(y, reference)))
+                        scores[name].append((min(PSNR_CAP, psnr(y, reference)), identical(y, reference)))
         for name, values in scores.items():
             if values:
                 rows.append(FidelityRow(name, setting, quality, statistics.fmean(v[0] for v in values),
@@ -122,18 +122,12 @@ def fidelity(images, qualities=QUALITIES, settings=SETTINGS, exact: bool = True)
 def time_forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int) -> float:
     """Best (minimum) seconds of ``layer(x).sum().backward()`` over ``repeats`` calls after a warm-up call."""
     x = x.detach().requires_grad_(True)
-    times = []
-    for i in range(repeats + 1):
+
+    def step():
         x.grad = None
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         layer(x).sum().backward()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return min(times)
+
+    return time_call(step, repeats, x.device)
 
 
 def time_call(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:

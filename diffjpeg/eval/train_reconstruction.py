@@ -16,7 +16,6 @@ The classifier, when none is given with ``--classifier-weights``, is trained fir
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth
                                        train_reconstruction)
 from ..files import atomic_torch_save
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
+from .report import psnr
 
 __all__ = ["FMNISTNet", "accuracy", "main", "psnr", "train_classifier"]
 
@@ -120,12 +120,6 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     for i in range(0, images.shape[0], batch_size):
         correct += (model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum()
     return int(correct) / max(images.shape[0], 1)
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB of two image batches in [0, 1] (one MSE over the whole batch)."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def _eps(text: str) -> tuple[float, float]:
