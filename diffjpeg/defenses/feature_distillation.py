@@ -36,7 +36,7 @@ from torch import Tensor
 from ..contract import Defense
 from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
 from ..jpeg.rounding import round_ste
-from ..jpeg.validate import (check_batch, check_choice, check_image, check_int, check_qtables, check_quality,
+from ..jpeg.validate import (check_choice, check_image, check_int, check_qtables, check_quality,
                               check_subsampling)
 from .registry import register
 
@@ -196,13 +196,9 @@ def feature_distillation(x: Tensor, tables: Tensor, mode: str = "1pass", q: floa
         ``(B, C, H, W)`` with ``x``'s dtype and device.
     """
     check_image(x)
-    tables = check_qtables(tables, "tables")
-    if tables.ndim == 4:
-        check_batch(tables.shape[0], x.shape[0], "tables")
+    tables = check_qtables(tables, "tables", batch=x.shape[0])
     mode = _check_mode(mode)
-    check_quality(q)
-    if isinstance(q, Tensor) and q.ndim == 1:
-        check_batch(q.shape[0], x.shape[0], "q")
+    check_quality(q, batch=x.shape[0])
     subsampling = check_subsampling(subsampling)
     return _feature_distillation(x, tables, mode, q, subsampling)
 

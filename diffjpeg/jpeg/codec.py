@@ -205,13 +205,8 @@ def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> T
     validate.check_image(x)
     validate.check_choice(rounding, ROUNDINGS, "rounding")
     if qtables is not None:
-        qtables = validate.check_qtables(qtables)
-        if qtables.ndim == 4:
-            validate.check_batch(qtables.shape[0], x.shape[0], "qtables")
-        return qtables
-    validate.check_quality(q)
-    if isinstance(q, Tensor) and q.ndim == 1:
-        validate.check_batch(q.shape[0], x.shape[0], "q")
+        return validate.check_qtables(qtables, batch=x.shape[0])
+    validate.check_quality(q, batch=x.shape[0])
     return None
 
 

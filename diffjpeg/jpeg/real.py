@@ -54,7 +54,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..contract import Defense
-from .validate import check_batch, check_choice, check_image, check_qtables, check_quality, check_subsampling
+from .validate import check_choice, check_image, check_qtables, check_quality, check_subsampling
 
 BACKENDS = ("auto", "pillow", "torchvision")
 #: Pillow's ``subsampling=`` codes
@@ -225,13 +225,9 @@ def real_jpeg(
     backend = check_choice(backend, BACKENDS, "backend")
     batch = x.shape[0]
     if qtables is not None:  # as in DiffJPEG: tables replace q, which is then not looked at
-        qtables = check_qtables(qtables)
-        if qtables.ndim == 4:
-            check_batch(qtables.shape[0], batch, "qtables")
+        qtables = check_qtables(qtables, batch=batch)
         return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads)
-    q = check_quality(q)
-    if isinstance(q, Tensor) and q.ndim == 1:
-        check_batch(q.shape[0], batch, "q")
+    q = check_quality(q, batch=batch)
     return _run(x, round_quality(q, batch), subsampling, None, backend, threads)
 
 

@@ -47,8 +47,9 @@ def check_subsampling(subsampling: object) -> str:
     return check_choice(subsampling, SUBSAMPLINGS, "subsampling")
 
 
-def check_quality(q: object, name: str = "q") -> Tensor | float:
-    """``q`` must be a real number or a 1-D tensor, finite, in [1, 100]."""
+def check_quality(q: object, name: str = "q", batch: int | None = None) -> Tensor | float:
+    """``q`` must be a real number or a 1-D tensor, finite, in [1, 100]; a ``(B,)`` tensor must have
+    ``batch`` entries when ``batch`` is given."""
     if isinstance(q, bool) or not isinstance(q, (Real, Tensor)):
         raise TypeError(f"{name} must be an int, a float or a (B,) tensor in [1, 100], got {type(q).__name__}")
     if isinstance(q, Tensor):
@@ -59,14 +60,17 @@ def check_quality(q: object, name: str = "q") -> Tensor | float:
         bad = ~torch.isfinite(q.double()) | (q < 1) | (q > 100)
         if bad.any():
             raise ValueError(f"{name} must be finite and in [1, 100], got {q.detach().flatten()[bad.flatten()][:4].tolist()}")
+        if batch is not None and q.ndim == 1:
+            check_batch(q.shape[0], batch, name)
         return q
     if not math.isfinite(q) or not 1 <= q <= 100:
         raise ValueError(f"{name} must be finite and in [1, 100], got {q}")
     return q
 
 
-def check_qtables(qtables: object, name: str = "qtables") -> Tensor:
-    """``qtables`` must be ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, finite, entries in [1, 255].
+def check_qtables(qtables: object, name: str = "qtables", batch: int | None = None) -> Tensor:
+    """``qtables`` must be ``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, finite, entries in [1, 255];
+    per-image tables must have ``batch`` entries when ``batch`` is given.
 
     Returns a ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` tensor (an ``(8, 8)`` table is used for luma and
     chroma; of three tables the third, Cr's, must equal the second, as in baseline libjpeg files).
@@ -98,6 +102,8 @@ def check_qtables(qtables: object, name: str = "qtables") -> Tensor:
             raise ValueError(f"{name} with three tables must use the same table for Cb and Cr "
                              f"(index 1 and 2), as baseline JPEG from libjpeg does")
         qtables = qtables[..., :2, :, :]
+    if batch is not None and qtables.ndim == 4:
+        check_batch(qtables.shape[0], batch, name)
     return qtables
 
 

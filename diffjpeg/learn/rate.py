@@ -39,13 +39,6 @@ def _identity(t: Tensor) -> Tensor:
     return t
 
 
-def _check_tables(tables: object, batch: int, name: str = "tables") -> Tensor:
-    tables = validate.check_qtables(tables, name)
-    if tables.ndim == 4:
-        validate.check_batch(tables.shape[0], batch, name)
-    return tables
-
-
 def rate_proxy(x: Tensor, tables: Tensor, subsampling: str = "420", *, symbol_bits: float = 3.0,
                temperature: float = 0.25, reduction: str = "mean") -> Tensor:
     """Estimated entropy-coded bits per pixel of ``x`` JPEG-compressed with ``tables``.
@@ -65,7 +58,7 @@ def rate_proxy(x: Tensor, tables: Tensor, subsampling: str = "420", *, symbol_bi
     """
     validate.check_image(x)
     subsampling = validate.check_subsampling(subsampling)
-    tables = _check_tables(tables, x.shape[0])
+    tables = validate.check_qtables(tables, "tables", batch=x.shape[0])
     validate.check_real(symbol_bits, "symbol_bits", 0.0, float("inf"), hi_open=True)
     validate.check_real(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
     validate.check_choice(reduction, ("mean", "none"), "reduction")
@@ -119,7 +112,7 @@ def real_scan_bits(x: Tensor, tables: Tensor, subsampling: str = "420") -> np.nd
     """
     validate.check_image(x)
     subsampling = validate.check_subsampling(subsampling)
-    tables = _check_tables(tables, x.shape[0])
+    tables = validate.check_qtables(tables, "tables", batch=x.shape[0])
     u8 = to_uint8(x).cpu().numpy()
     t = torch.floor(tables.detach().double().cpu() + 0.5).to(torch.int64)
     out = np.empty(x.shape[0], dtype=np.int64)
