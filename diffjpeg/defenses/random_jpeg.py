@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..contract import Defense
-from ..jpeg.codec import ROUNDINGS, diff_jpeg
+from ..contract import Defense, draw_device
+from ..jpeg.codec import ROUNDINGS, diff_jpeg_unchecked
 from ..jpeg.validate import check_choice, check_generator, check_image, check_range, check_subsampling
 
 __all__ = ["RandomJPEG"]
@@ -49,15 +49,16 @@ class RandomJPEG(Defense):
 
     def sample(self, batch: int) -> Tensor:
         """Draw ``batch`` qualities, ``(batch,)`` int64 on the generator's device (CPU by default)."""
-        device = self.generator.device if self.generator is not None else "cpu"
-        return torch.randint(self.lo, self.hi + 1, (batch,), generator=self.generator, device=device)
+        return torch.randint(self.lo, self.hi + 1, (batch,), generator=self.generator,
+                             device=draw_device(self.generator))
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
         q = self.sample(x.shape[0])
         self.last_q = q
-        return diff_jpeg(x, q.to(x.device), subsampling=self.subsampling, rounding=self.rounding,
-                         exact=self.exact, training=self.training, generator=self.generator)
+        # x is checked above and the other arguments at construction: skip diff_jpeg's second pass over x
+        return diff_jpeg_unchecked(x, q.to(x.device), self.subsampling, self.rounding, None, exact=self.exact,
+                                   training=self.training, generator=self.generator)
 
     def surrogate(self) -> "RandomJPEG":
         return self

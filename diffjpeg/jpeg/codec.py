@@ -25,7 +25,8 @@ from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
-from .rounding import ROUNDINGS, round_ste, rounding_function, sample_ste, store_ste, straight_through
+from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, round_ste, rounding_function, sample_ste, store_ste,
+                       straight_through)
 from .tables import quality_tables
 
 #: estimators whose forward pass stores pixels as 8-bit integers, as libjpeg does
@@ -211,8 +212,8 @@ def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> T
 
 
 def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
-              qtables: Tensor | None = None, *, temperature: float = 0.2, terms: int = 10, exact: bool = False,
-              training: bool = False, generator: torch.Generator | None = None) -> Tensor:
+              qtables: Tensor | None = None, *, temperature: float = TEMPERATURE, terms: int = TERMS,
+              exact: bool = False, training: bool = False, generator: torch.Generator | None = None) -> Tensor:
     """JPEG-compress and decompress ``x`` differentiably.
 
     Args:
@@ -235,7 +236,7 @@ def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", round
     subsampling = validate.check_subsampling(subsampling)
     qtables = check_arguments(x, q, subsampling, rounding, qtables)
     validate.check_estimator_options(temperature, terms)
-    return _diff_jpeg(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
+    return diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
                       training=training, generator=generator)
 
 
@@ -246,8 +247,9 @@ def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Call
     return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer)
 
 
-def _diff_jpeg(x, q, subsampling, rounding, qtables, *, temperature, terms, exact, training, generator) -> Tensor:
-    """:func:`diff_jpeg` on validated arguments."""
+def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEMPERATURE, terms=TERMS, exact=False,
+                        training=False, generator=None) -> Tensor:
+    """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary)."""
     work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
@@ -298,8 +300,8 @@ class DiffJPEG(Defense):
     differentiable = True
 
     def __init__(self, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
-                 qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = 0.2,
-                 terms: int = 10, exact: bool = False, generator: torch.Generator | None = None):
+                 qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = TEMPERATURE,
+                 terms: int = TERMS, exact: bool = False, generator: torch.Generator | None = None):
         super().__init__()
         subsampling = validate.check_subsampling(subsampling)
         validate.check_choice(rounding, ROUNDINGS, "rounding")
@@ -336,7 +338,7 @@ class DiffJPEG(Defense):
     def forward(self, x: Tensor) -> Tensor:
         tables = self.qtables
         check_arguments(x, self.q, self.subsampling, self.rounding, tables)
-        return _diff_jpeg(x, self.q, self.subsampling, self.rounding, tables, temperature=self.temperature,
+        return diff_jpeg_unchecked(x, self.q, self.subsampling, self.rounding, tables, temperature=self.temperature,
                           terms=self.terms, exact=self.exact, training=self.training, generator=self.generator)
 
     def surrogate(self) -> nn.Module:

@@ -25,6 +25,9 @@ import torch
 from torch import Tensor
 
 ROUNDINGS = ("ste", "cubic", "soft", "fourier", "noise")
+#: defaults of the "soft" estimator's temperature and the "fourier" estimator's number of terms
+TEMPERATURE = 0.2
+TERMS = 10
 
 
 def round_half_away(x: Tensor) -> Tensor:
@@ -127,7 +130,7 @@ def round_noise(x: Tensor, training: bool, generator: torch.Generator | None = N
     return x + noise
 
 
-def rounding_function(name: str, *, temperature: float = 0.2, terms: int = 10, training: bool = False,
+def rounding_function(name: str, *, temperature: float = TEMPERATURE, terms: int = TERMS, training: bool = False,
                       generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
     """The coefficient rounding for estimator ``name`` (one of :data:`ROUNDINGS`) as a one-argument function."""
     return {

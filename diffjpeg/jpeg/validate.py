@@ -59,7 +59,8 @@ def check_quality(q: object, name: str = "q", batch: int | None = None) -> Tenso
             raise TypeError(f"{name} must be a real-valued tensor, got dtype {q.dtype}")
         bad = ~torch.isfinite(q.double()) | (q < 1) | (q > 100)
         if bad.any():
-            raise ValueError(f"{name} must be finite and in [1, 100], got {q.detach().flatten()[bad.flatten()][:4].tolist()}")
+            offending = q.detach().flatten()[bad.flatten()][:4].tolist()
+            raise ValueError(f"{name} must be finite and in [1, 100], got {offending}")
         if batch is not None and q.ndim == 1:
             check_batch(q.shape[0], batch, name)
         return q
