@@ -41,7 +41,7 @@ from ..contract import Defense
 from ..jpeg.chroma import FACTORS
 from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
 from ..jpeg.rounding import round_half_away, round_ste
-from ..jpeg.validate import check_image, check_quality, check_subsampling
+from ..jpeg.validate import check_image, check_int, check_quality, check_subsampling
 from .registry import register
 
 __all__ = ["SaliencyJPEG", "block_saliency", "coarse_tables", "gradient_saliency", "saliency_jpeg_coefficients",
@@ -51,8 +51,8 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _check_jitter(n_jitter: object, jitter: object, noise: object) -> tuple[int, int, float]:
-    n_jitter = _int_at_least(n_jitter, "n_jitter", 1)
-    jitter = _int_at_least(jitter, "jitter", 0)
+    n_jitter = check_int(n_jitter, "n_jitter", 1)
+    jitter = check_int(jitter, "jitter", 0)
     if isinstance(noise, bool) or not isinstance(noise, Real) or not 0 <= noise < float("inf"):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     return n_jitter, jitter, float(noise)
@@ -353,14 +353,6 @@ class SaliencyJPEG(Defense):
         pick = f"threshold={self.threshold}" if self.threshold is not None else f"fraction={self.fraction}"
         return (f"q_high={self.q_high}, q_low={self.q_low}, n_jitter={self.n_jitter}, jitter={self.jitter}, "
                 f"noise={self.noise}, {pick}, subsampling={self.subsampling!r}")
-
-
-def _int_at_least(value: object, name: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {lo}, got {type(value).__name__} {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value}")
-    return value
 
 
 register("saliency_jpeg", SaliencyJPEG)
