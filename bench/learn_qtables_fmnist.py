@@ -11,7 +11,9 @@ trained run), and reports on the first ``--test`` test images, for every table s
 * for the learned and FD rows, the IJG sweep's clean and robust accuracy interpolated (linearly in
   bpp) at the same bpp: the matched-rate comparison.
 
-Also prints the rate proxy's Spearman correlation with the real sizes over all table sets.
+Also prints the rate proxy's Spearman correlation with the real sizes over all table sets, and draws
+clean and robust accuracy against bits per pixel (IJG sweep, learned tables, FD tables) into ``--plot``
+(a PNG; ``--plot ''`` for none).
 
 Run (CPU, a few minutes; classifier and learning runs are checkpointed in ``--workdir``)::
 
@@ -56,7 +58,68 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--qualities", default="5,10,20,30,50,75,90")
     p.add_argument("--rounding", default="ste", help="estimator while learning (ste, noise, ...)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default="bench/results/learn_qtables_fmnist.png",
+                   help="PNG of accuracy vs bits per pixel ('' for none)")
     return p
+
+
+def plot_rate_accuracy(rows: dict[str, tuple[float, float, float]], path: str | Path, title: str = "") -> Path:
+    """Clean and robust accuracy against real bits per pixel, one panel each, as a PNG (Agg, no display).
+
+    Args:
+        rows: table-set name -> ``(bpp, clean accuracy, robust accuracy)``. Names starting with "IJG q="
+            form the quality sweep (a line, labelled with q); "learned ..." names are stars (open when
+            adversarially trained, "+PGD" in the name); "FD ..." names are diamonds; others are crosses.
+        path: PNG to write (its folder is created).
+        title: figure title.
+
+    Returns:
+        ``Path(path)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(11, 4.3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    ijg = sorted((v + (k.split("=", 1)[1],) for k, v in rows.items() if k.startswith("IJG q=")), key=lambda r: r[0])
+    others = [(k, v) for k, v in rows.items() if not k.startswith("IJG q=")]
+    colours = iter(["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+    styles = {}
+    for name, _ in others:
+        if name.startswith("FD"):
+            styles[name] = dict(marker="D", markersize=8, color="tab:green", linestyle="none")
+        elif name.startswith("learned"):
+            colour = next(colours, "tab:gray")
+            styles[name] = dict(marker="*", markersize=14, color=colour, linestyle="none",
+                                markerfacecolor="none" if "+PGD" in name else colour, markeredgewidth=1.5)
+        else:
+            styles[name] = dict(marker="X", markersize=9, color="tab:gray", linestyle="none")
+    for ax, column, label in ((axes[0], 1, "clean accuracy"), (axes[1], 2, "robust accuracy (BPDA PGD)")):
+        if ijg:
+            ax.plot([r[0] for r in ijg], [r[column] for r in ijg], "o-", color="tab:blue", label="IJG quality sweep")
+            for r in ijg:
+                ax.annotate(f"q={r[3]}", (r[0], r[column]), textcoords="offset points", xytext=(4, -11), fontsize=7,
+                            color="tab:blue")
+        for name, value in others:
+            ax.plot(value[0], value[column], label=name, **styles[name])
+        ax.set_xscale("log")
+        ax.margins(x=0.06)
+        ticks = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (1, 2, 3, 5) else "")
+        ax.xaxis.set_major_formatter(ticks)
+        ax.xaxis.set_minor_formatter(ticks)
+        ax.set_xlabel("bits per pixel (entropy-coded data of the real files)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def robust_accuracy(clf, tables, x, y, eps: float, steps: int, seed: int) -> float:
@@ -137,6 +200,10 @@ def main(argv=None) -> int:
     corr = rate_correlation(xt[:200], list(sets.values()), subsampling="420")
     print(f"\nrate proxy vs real sizes over these {len(sets)} table sets (200 test images): "
           f"Spearman {corr['spearman']:.3f}, Pearson {corr['pearson']:.3f}")
+    if args.plot:
+        title = (f"Fashion-MNIST, {args.test} test images ({args.robust} attacked, BPDA PGD L-inf eps={args.eps:g}, "
+                 f"{args.pgd_steps} steps); learned: {args.steps} steps, rounding={args.rounding!r}")
+        print(f"plot: {plot_rate_accuracy(rows, args.plot, title)}")
     return 0
 
 

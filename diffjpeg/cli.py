@@ -1,9 +1,11 @@
-"""The ``diffjpeg`` command: ``diffjpeg report`` (the fidelity-and-speed report, the main job)."""
+"""The ``diffjpeg`` command: ``diffjpeg bench`` (the robustness benchmark, the main job) and the other tools."""
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "bench": ("diffjpeg.eval.bench", "white-box robustness benchmark of defenses under attacks and threat models"),
+    "train": ("diffjpeg.eval.train", "train the small CNN on Fashion-MNIST or CIFAR-10 for `diffjpeg bench`"),
     "report": ("diffjpeg.eval.report", "fidelity of the JPEG layer against Pillow, and its speed against kornia"),
     "train-reconstruction": ("diffjpeg.eval.train_reconstruction",
                              "train PixelDepthReconstruction's EDSR on Fashion-MNIST (compressed clean + FGSM -> clean)"),

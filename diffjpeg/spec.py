@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 _WORDS = {"true": True, "false": False, "none": None}
 
@@ -77,14 +77,18 @@ class Registry:
         """``{name: "(param=default, ...)"}`` for every registered entry, sorted by name."""
         return {name: str(inspect.signature(f)) for name, f in sorted(self._entries.items())}
 
+    def parameters(self, name: str) -> Mapping[str, inspect.Parameter]:
+        """The parameters of the entry ``name`` (a ``ValueError`` listing the valid names if unknown)."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._entries))}")
+        return inspect.signature(self._entries[name]).parameters
+
     def build(self, spec: str, **overrides: Any) -> Any:
         """Construct from ``spec`` (see :func:`parse_spec`); keyword ``overrides`` win over the spec."""
         name, kwargs = parse_spec(spec, f"{self.kind} spec")
-        if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._entries))}")
+        params = self.parameters(name)
         factory = self._entries[name]
         kwargs.update(overrides)
-        params = inspect.signature(factory).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = [k for k in kwargs if k not in params and not takes_any]
         if unknown:

@@ -29,27 +29,20 @@ from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth
 from ..files import atomic_torch_save
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
 from .report import psnr
+from .zoo import SmallCNN
 
-__all__ = ["FMNISTNet", "accuracy", "main", "psnr", "train_classifier"]
+__all__ = ["FMNISTNet", "SmallCNN", "accuracy", "cached_classifier", "main", "psnr", "train_classifier"]
 
 
-class FMNISTNet(nn.Module):
-    """A small CNN for 28x28 grayscale images in [0, 1] (no normalisation needed).
+class FMNISTNet(SmallCNN):
+    """The Fashion-MNIST :class:`~diffjpeg.eval.zoo.SmallCNN`: 28x28 grayscale in [0, 1] (no normalisation).
 
     Shape:
         input ``(B, 1, 28, 28)`` in [0, 1]; output ``(B, classes)`` logits.
     """
 
     def __init__(self, classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        super().__init__(in_channels=1, image_size=28, classes=classes)
 
 
 def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, epochs: int = 3, batch_size: int = 128,

@@ -1,0 +1,68 @@
+"""Gradient-masking checks for the benchmark (Carlini et al. 2019's checklist, AutoAttack's flags).
+
+Each check is a small independent function taking the accuracies the benchmark measured for one
+row (a defense under a threat model) and returning a :class:`Check`: its code letter, whether it
+passed, and a one-line message saying what was compared. The benchmark prints the failed codes
+beside every robust number, and the messages under the table.
+
+Accuracies are fractions in [0, 1]; ``tolerance`` is the slack (fraction) allowed before a check
+fails, so one example more or less on a small set does not raise a flag by itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Check", "CHECKS", "single_step", "large_eps", "more_steps", "white_below_gray", "fixed_randomness",
+           "zero_gradients"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: ``code`` letter, ``passed`` flag, what was compared, and the eps it is about
+    (``None``: the whole row)."""
+
+    code: str
+    passed: bool
+    message: str
+    eps: float | None = None
+
+
+#: code letter -> what the check asks (printed as the table's legend)
+CHECKS = {
+    "F": "iterative attack at least as strong as single-step FGSM (PGD accuracy <= FGSM accuracy + tol)",
+    "E": "accuracy reaches ~0 at a large eps (<= max_large_eps_accuracy)",
+    "S": "doubling the steps does not lower accuracy by more than tol",
+    "G": "white-box accuracy <= gray-box accuracy + tol",
+    "R": "randomized defense: the attack with fixed randomness is at least as strong (<= accuracy + tol)",
+    "Z": "share of exactly-zero input-gradient entries <= max_zero_gradients",
+}
+
+
+def single_step(pgd: float, fgsm: float, tolerance: float, eps: float | None = None) -> Check:
+    """An iterative attack that is weaker than one FGSM step points to a broken gradient or step size."""
+    return Check("F", pgd <= fgsm + tolerance, f"PGD {pgd:.1%} vs FGSM {fgsm:.1%}", eps)
+
+
+def large_eps(accuracy: float, eps: float, max_accuracy: float) -> Check:
+    """An unbounded-ish attack must win; if accuracy stays up at a huge eps, gradients are masked."""
+    return Check("E", accuracy <= max_accuracy, f"{accuracy:.1%} at eps={eps * 255:g}/255")
+
+
+def more_steps(accuracy: float, doubled: float, tolerance: float) -> Check:
+    """If twice the steps still finds many new adversarial examples, the attack had not converged."""
+    return Check("S", accuracy - doubled <= tolerance, f"{accuracy:.1%} -> {doubled:.1%} with 2x steps")
+
+
+def white_below_gray(white: float, gray: float, tolerance: float, eps: float | None = None) -> Check:
+    """An adaptive (white-box) attack that does worse than transfer from the bare model is broken."""
+    return Check("G", white <= gray + tolerance, f"white-box {white:.1%} vs gray-box {gray:.1%}", eps)
+
+
+def fixed_randomness(fixed: float, randomized: float, tolerance: float) -> Check:
+    """Freezing a randomized defense's draws must make it easier, not harder, to attack."""
+    return Check("R", fixed <= randomized + tolerance, f"fixed draws {fixed:.1%} vs random {randomized:.1%}")
+
+
+def zero_gradients(share: float, max_share: float) -> Check:
+    """Many exactly-zero gradient entries mean the attack gets no signal (shattered gradients)."""
+    return Check("Z", share <= max_share, f"{share:.1%} of input-gradient entries are 0")

@@ -1,0 +1,169 @@
+"""The benchmark's configuration: defaults, the ``full`` grid, TOML files, and their validation.
+
+A :class:`BenchConfig` says what to evaluate (model, data, defenses, threat models, attack, eps grid,
+budgets and check tolerances) and where to write it (``out``). ``load_config`` reads a TOML file
+(keys at the top level or under ``[bench]``); ``BenchConfig.from_dict`` builds one from a mapping and
+rejects unknown keys; ``validate`` checks every value and names (one-line errors listing the valid
+choices) before any model or data is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..spec import parse_spec, parse_value
+
+__all__ = ["BenchConfig", "DEFAULT_DEFENSES", "FULL_DEFENSES", "GRIDS", "SELECTORS", "THREAT_MODELS", "load_config"]
+
+#: every threat model the benchmark knows (``whitebox`` is the undefended model's own row); in a
+#: config, ``adaptive`` selects one per defense: ``bpda_eot`` if randomized, else ``surrogate`` if
+#: differentiable, else ``bpda``
+THREAT_MODELS = ("graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot")
+SELECTORS = ("adaptive",)
+DEFAULT_DEFENSES = ("none", "jpeg:q=75", "jpeg:q=50", "jpeg:q=20", "diffjpeg:q=75", "fd", "bit_depth:bits=4",
+                    "median:kernel=3", "tvm:p=0.5,max_iter=20", "random_jpeg:q=(50, 90)")
+FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random_jpeg:q=(50, 90)", "kmeans:k=8",
+                                         "resize_pad:pad=32")
+
+#: named grids: values a config starts from before its own keys are applied
+GRIDS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "full": {"defenses": list(FULL_DEFENSES), "threat_models": list(THREAT_MODELS),
+             "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255], "steps": 50, "restarts": 2,
+             "eot_samples": 16},
+}
+#: keys that do not change the numbers (so a resumed run may change them)
+_RUN_KEYS = ("out", "device", "progress", "restart", "download")
+
+
+@dataclass
+class BenchConfig:
+    """Everything a benchmark run needs. Defaults: the embedded offline default (see README)."""
+
+    model: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+    data: str = "foolbox:imagenet"
+    n: int | None = None
+    image_size: int | None = None
+    batch_size: int = 20
+    defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
+    threat_models: list[str] = field(default_factory=lambda: ["graybox", "adaptive"])
+    attack: str = "pgd"
+    eps: list[float] = field(default_factory=lambda: [2 / 255, 8 / 255])
+    steps: int = 5
+    restarts: int = 1
+    eot_samples: int = 4
+    large_eps: float = 64 / 255
+    tolerance: float = 0.05
+    max_large_eps_accuracy: float = 0.1
+    max_zero_gradients: float = 0.1
+    seed: int = 0
+    grid: str = "default"
+    out: str = "bench-results"
+    device: str = "cpu"
+    progress: bool = True
+    restart: bool = False
+    download: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BenchConfig":
+        """A config from ``values``: the named ``grid`` first, then the given keys over it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(names)}")
+        grid = values.get("grid", "default")
+        if grid not in GRIDS:
+            raise ValueError(f"grid must be one of {sorted(GRIDS)}, got {grid!r}")
+        merged = {**GRIDS[grid], **values}
+        if isinstance(merged.get("eps"), (int, float, str)):
+            merged["eps"] = [merged["eps"]]
+        if "eps" in merged:  # "8/255" in TOML or on the command line
+            merged["eps"] = [parse_value(e) if isinstance(e, str) else e for e in merged["eps"]]
+        if isinstance(merged.get("large_eps"), str):
+            merged["large_eps"] = parse_value(merged["large_eps"])
+        for key in ("defenses", "threat_models"):
+            if isinstance(merged.get(key), str):
+                merged[key] = [merged[key]]
+        return cls(**merged)
+
+    def identity(self) -> dict[str, Any]:
+        """The keys that determine the results (everything but where and how the run happens)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_KEYS}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The mapping in a TOML file (top-level keys, or the ``[bench]`` table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    return dict(values.get("bench", values))
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_real(value: Any, low: float, high: float = float("inf")) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def validate(cfg: BenchConfig) -> None:
+    """Check every value and name of ``cfg``; raise a one-line ``ValueError``/``TypeError`` otherwise."""
+    from ..attacks.registry import ATTACKS
+    from ..defenses.registry import DEFENSES
+
+    for key in ("batch_size", "steps", "restarts", "eot_samples"):
+        if not _is_int(getattr(cfg, key), 1):
+            raise ValueError(f"{key} must be an integer >= 1, got {getattr(cfg, key)!r}")
+    if cfg.n is not None and not _is_int(cfg.n, 1):
+        raise ValueError(f"n must be an integer >= 1 or omitted (all examples), got {cfg.n!r}")
+    if cfg.image_size is not None and not _is_int(cfg.image_size, 1):
+        raise ValueError(f"image_size must be an integer >= 1 or omitted (the model's size), got {cfg.image_size!r}")
+    if not _is_int(cfg.seed, 0):
+        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    if not isinstance(cfg.eps, list) or not cfg.eps:
+        raise ValueError(f"eps must be a non-empty list of numbers in [0, 1] such as [2/255, 8/255], got {cfg.eps!r}")
+    for e in cfg.eps:
+        if not _is_real(e, 0.0, 1.0):
+            raise ValueError(f"eps values must be numbers in [0, 1] (e.g. 8/255), got {e!r}")
+    if sorted(cfg.eps) != cfg.eps or len(set(cfg.eps)) != len(cfg.eps):
+        raise ValueError(f"eps must be strictly increasing, got {cfg.eps}")
+    if not _is_real(cfg.large_eps, max(cfg.eps), 1.0):
+        raise ValueError(f"large_eps must be a number in [max(eps), 1], got {cfg.large_eps!r}")
+    for key in ("tolerance", "max_large_eps_accuracy", "max_zero_gradients"):
+        if not _is_real(getattr(cfg, key), 0.0, 1.0):
+            raise ValueError(f"{key} must be a fraction in [0, 1], got {getattr(cfg, key)!r}")
+    if not isinstance(cfg.device, str) or cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    valid = THREAT_MODELS + SELECTORS
+    if not cfg.threat_models or any(t not in valid for t in cfg.threat_models):
+        bad = [t for t in cfg.threat_models if t not in valid] or "an empty list"
+        raise ValueError(f"unknown threat model(s) {bad}; valid: {', '.join(valid)}")
+    if not cfg.defenses or len(set(cfg.defenses)) != len(cfg.defenses):
+        raise ValueError(f"defenses must be a non-empty list without repeats, got {cfg.defenses!r}")
+    for spec in cfg.defenses:
+        if spec != "none":
+            name, _ = parse_spec(spec, "defense spec")
+            if name == "none":
+                raise ValueError(f"defense 'none' takes no parameters, got {spec!r}")
+            DEFENSES.parameters(name)
+    name, kwargs = parse_spec(cfg.attack, "attack spec")
+    params = ATTACKS.parameters(name)
+    if "eps" not in params:
+        raise ValueError(f"attack {name!r} has no eps parameter; the benchmark needs an L-inf attack with a budget "
+                         f"eps (e.g. pgd, apgd, bim, mifgsm, fgsm)")
+    if "eps" in kwargs:
+        raise ValueError(f"attack spec {cfg.attack!r} sets eps; give the eps grid with the eps key instead")

@@ -1,0 +1,174 @@
+"""The benchmark's outputs: merged per-example results, the summary, the markdown table and the plot.
+
+``merge`` reads every unit file of a run into one list of per-example records (``results.jsonl``),
+``summarize`` turns them into one summary line per table row with its masking checks, and
+``write_report`` writes ``table.md``, ``summary.json`` and ``robust_accuracy.png``.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean
+
+from ..files import atomic_write
+from . import checks
+from .config import BenchConfig
+
+__all__ = ["merge", "summarize", "markdown", "plot", "write_report"]
+
+
+def merge(out: Path, cfg: BenchConfig, rows, tasks: list[str], batches) -> dict:
+    """All unit files of the run -> ``{"records": [...], "seconds": {task: s}, "examples": n}``.
+
+    Every attack record gains the undefended (``clean``) prediction of its example. Writes
+    ``results.jsonl`` (one record per line, in batch and task order).
+    """
+    records, seconds, examples, missing = [], defaultdict(float), 0, []
+    for b in batches:
+        for task in tasks:
+            path = out / "units" / f"b{b:05d}-{task}.json"
+            if not path.is_file():
+                missing.append(path.name)
+                continue
+            unit = json.loads(path.read_text())
+            records += unit["records"]
+            seconds[task] += unit["seconds"]
+            examples += unit["examples"] if task == "clean" else 0
+    if missing:
+        raise RuntimeError(f"{len(missing)} unit(s) missing in {str(out / 'units')!r} (e.g. {missing[0]}); "
+                           f"rerun the same command to finish them")
+    clean = {r["id"]: r["clean"] for r in records if r.get("kind") == "clean"}
+    for r in records:
+        r.setdefault("clean", clean[r["id"]])
+    atomic_write(out / "results.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in records), mode="w")
+    return {"records": records, "seconds": dict(seconds), "examples": examples}
+
+
+def _accuracy(recs: list[dict]) -> float | None:
+    return fmean(r["robust"] for r in recs) if recs else None
+
+
+def summarize(cfg: BenchConfig, rows, merged: dict) -> list[dict]:
+    """One dict per row: accuracies (fractions), quality, time per image, and its masking checks."""
+    recs, n = merged["records"], merged["examples"]
+    clean = fmean(r["clean"] == r["label"] for r in recs if r.get("kind") == "clean")
+    by = defaultdict(list)
+    for r in recs:
+        if "threat" in r:
+            by[r["defense"], r["threat"], r["attack"], r["eps"]].append(r)
+    defended = defaultdict(list)
+    for r in recs:
+        if r.get("kind") == "defended":
+            defended[r["defense"]].append(r)
+    lines = []
+    for i, row in enumerate(rows):
+        get = lambda attack, eps: _accuracy(by[row.defense, row.threat, attack, eps])  # noqa: E731
+        d = defended.get(row.defense, [])
+        task = "graybox" if row.threat == "graybox" else f"row{i}"
+        line = {
+            "defense": row.defense, "threat": row.threat, "clean": clean,
+            "defended": fmean(r["defended"] == r["label"] for r in d) if d else clean,
+            "robust": [get("pgd", e) for e in cfg.eps], "fgsm": [get("fgsm", e) for e in cfg.eps],
+            "psnr": fmean(r["psnr"] for r in d) if d else None,
+            "ssim": fmean(r["ssim"] for r in d if r["ssim"] is not None) if d and d[0]["ssim"] is not None else None,
+            "seconds_per_image": merged["seconds"].get(task, 0.0) / max(n, 1),
+            "pgd_2x": get("pgd_2x", cfg.eps[-1]), "pgd_large": get("pgd_large", cfg.large_eps),
+            "pgd_fixed": get("pgd_fixed", cfg.eps[-1]),
+        }
+        zero = [r["zero_grad"] for r in by[row.defense, row.threat, "pgd", cfg.eps[0]] if "zero_grad" in r]
+        line["zero_grad"] = fmean(zero) if zero else None
+        lines.append(line)
+    gray = {ln["defense"]: ln for ln in lines if ln["threat"] == "graybox"}
+    for ln in lines:
+        ln["checks"] = [c.__dict__ for c in _checks(cfg, ln, gray.get(ln["defense"]))]
+    return lines
+
+
+def _checks(cfg: BenchConfig, ln: dict, gray: dict | None) -> list[checks.Check]:
+    """The masking checks that apply to one summary line (none for gray-box rows: they are transfer attacks)."""
+    tol, out = cfg.tolerance, []
+    if ln["threat"] == "graybox":  # transfer: FGSM often transfers better than PGD, which is no masking sign
+        return out
+    for k, e in enumerate(cfg.eps):
+        out.append(checks.single_step(ln["robust"][k], ln["fgsm"][k], tol, e))
+        if gray is not None:
+            out.append(checks.white_below_gray(ln["robust"][k], gray["robust"][k], tol, e))
+    if ln["pgd_2x"] is not None:
+        out.append(checks.more_steps(ln["robust"][-1], ln["pgd_2x"], tol))
+    out.append(checks.large_eps(ln["pgd_large"], cfg.large_eps, cfg.max_large_eps_accuracy))
+    if ln["pgd_fixed"] is not None:
+        out.append(checks.fixed_randomness(ln["pgd_fixed"], ln["robust"][-1], tol))
+    if ln["zero_grad"] is not None:
+        out.append(checks.zero_gradients(ln["zero_grad"], cfg.max_zero_gradients))
+    return out
+
+
+def _eps_name(e: float) -> str:
+    return f"{e * 255:g}/255"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
+    """The table (robust accuracy in %, failed check codes beside each number) and its legend."""
+    head = ["defense", "threat model", "clean", "defended"] + [f"ε={_eps_name(e)}" for e in cfg.eps]
+    head += ["PSNR", "SSIM", "s/img", "checks"]
+    out = [f"{cfg.model} on {cfg.data} (n={n}), attack {cfg.attack}, {cfg.steps} steps, {cfg.restarts} restart(s), "
+           f"EOT {cfg.eot_samples}; accuracy in %", "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+    for ln in lines:
+        failed = {c["code"] for c in ln["checks"] if not c["passed"]}
+        cells = []
+        for k, e in enumerate(cfg.eps):  # a check about this eps, or about the whole row, is flagged beside the number
+            here = {c["code"] for c in ln["checks"] if not c["passed"] and c["eps"] in (e, None)}
+            cells.append(_pct(ln["robust"][k]) + (f" ⚠{''.join(sorted(here))}" if here else ""))
+        ssim = "–" if ln["ssim"] is None else f"{ln['ssim']:.3f}"
+        psnr = "–" if ln["psnr"] is None else f"{min(ln['psnr'], 99):.1f}"
+        status = "⚠ " + "".join(sorted(failed)) if failed else "ok"
+        out.append("| " + " | ".join([ln["defense"], ln["threat"], _pct(ln["clean"]), _pct(ln["defended"]), *cells,
+                                      psnr, ssim, f"{ln['seconds_per_image']:.2f}", status]) + " |")
+    out += ["", "Checks (⚠X: check X failed; gray-box rows are transfer attacks from the undefended model, "
+            "checked through its whitebox row):"]
+    out += [f"- {code}: {text}" for code, text in checks.CHECKS.items()]
+    failures = [(ln, c) for ln in lines for c in ln["checks"] if not c["passed"]]
+    if failures:
+        out += ["", "Failed checks:"]
+        out += [f"- {ln['defense']} / {ln['threat']}: {c['code']} ({c['message']})" for ln, c in failures]
+    return "\n".join(out) + "\n"
+
+
+def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
+    """Robust accuracy vs eps: one panel per threat model, one line per defense (eps 0: defended clean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threats = list(dict.fromkeys(ln["threat"] for ln in lines if ln["threat"] != "whitebox"))
+    bare = next((ln for ln in lines if ln["threat"] == "whitebox"), None)
+    fig, axes = plt.subplots(1, max(len(threats), 1), figsize=(4.2 * max(len(threats), 1), 3.6), squeeze=False)
+    xs = [0.0] + [e * 255 for e in cfg.eps]
+    for ax, threat in zip(axes[0], threats or ["whitebox"]):
+        for ln in lines:
+            if ln["threat"] == threat or (ln is bare):
+                ys = [100 * ln["defended"]] + [100 * a for a in ln["robust"]]
+                ax.plot(xs, ys, marker="o", label=ln["defense"], linestyle="--" if ln is bare else "-")
+        ax.set(title=threat, xlabel="eps (/255)", ylabel="accuracy (%)", ylim=(-3, 103))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_report(out: Path, cfg: BenchConfig, rows, merged: dict) -> dict:
+    """Write ``table.md``, ``summary.json`` and ``robust_accuracy.png``; return the summary."""
+    lines = summarize(cfg, rows, merged)
+    summary = {"config": cfg.identity(), "examples": merged["examples"], "eps": cfg.eps, "rows": lines}
+    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=1)), mode="w")
+    atomic_write(out / "table.md", lambda f: f.write(markdown(cfg, lines, merged["examples"])), mode="w")
+    plot(cfg, lines, out / "robust_accuracy.png")
+    return summary
