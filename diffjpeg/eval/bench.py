@@ -277,7 +277,6 @@ def _attacked_model(ctx: Context, row: Row, defense: nn.Module, fixed: bool = Fa
 def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
     """The attack with the defense in the graph, eps by eps on the survivors, then the masking checks."""
     cfg = ctx.cfg
-    torch.manual_seed(_seed(cfg.seed, b, 7))  # torchattacks' random starts draw from the global RNG
     x, y = ctx.images[sl].to(ctx.device), ctx.labels[sl].to(ctx.device)
     defense = None if row.defense == "none" else ctx.defense(row.defense, b)
     evaluate = ctx.model(defense)
@@ -379,6 +378,8 @@ def prepare_out(out: Path, cfg: BenchConfig) -> None:
         shutil.rmtree(out / "units", ignore_errors=True)
         stored.unlink(missing_ok=True)
     (out / "units").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "units").glob(".*.tmp"):  # left by a killed run's write in flight
+        stale.unlink(missing_ok=True)
     if stored.is_file():
         old = json.loads(stored.read_text())
         if old.get("fingerprint") != cfg.fingerprint():
@@ -429,6 +430,7 @@ def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) 
                         unit="unit", dynamic_ncols=True):
         sl = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(data.ids)))
         start = time.perf_counter()
+        torch.manual_seed(_seed(cfg.seed, b, tasks.index(task)))  # torchattacks' random starts use the global RNG
         if task == "clean":
             recs = task_clean(ctx, b, sl)
         elif task == "graybox":
@@ -459,7 +461,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="state-dict file for the model (loaded with weights_only=True)")
     p.add_argument("--data", help="foolbox:imagenet|cifar10|... | imagefolder:PATH | cifar10:PATH | "
                    "fashion_mnist[:PATH] | skimage")
-    p.add_argument("--n", type=int, help="number of examples (default: all)")
+    # not "--n": torchrun's parser would take it for an abbreviation of its own --nnodes/--nproc-per-node
+    p.add_argument("--examples", dest="n", type=int, help="number of examples, config key n (default: all)")
     p.add_argument("--image-size", type=int, help="resize+crop to this size (default: the model's)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--defenses", nargs="+", metavar="SPEC", help="defense specs, e.g. none jpeg:q=75 median:kernel=3")

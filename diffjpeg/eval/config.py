@@ -159,7 +159,10 @@ def validate(cfg: BenchConfig) -> None:
             name, _ = parse_spec(spec, "defense spec")
             if name == "none":
                 raise ValueError(f"defense 'none' takes no parameters, got {spec!r}")
-            DEFENSES.parameters(name)
+            try:
+                DEFENSES.parameters(name)
+            except ValueError as e:
+                raise ValueError(f"{e}; and none (no defense)") from None
     name, kwargs = parse_spec(cfg.attack, "attack spec")
     params = ATTACKS.parameters(name)
     if "eps" not in params:
