@@ -85,20 +85,20 @@ def test_save_writes_lossless_pngs_csv_json(fragile, result, tmp_path):
 def test_cli(fragile, tmp_path, capsys):
     x, y = low_contrast(16)
     torch.save({"images": (x * 255).round().to(torch.uint8), "labels": y}, tmp_path / "data.pt")
-    torch.save(fragile, tmp_path / "model.pt")  # a whole pickled module (its classes importable)
+    model = ["--model", "diffjpeg.eval.models:fragile_grating_classifier"]  # MODULE:FACTORY, trains in a second
     out = tmp_path / "out"
-    code = main(["--data", str(tmp_path / "data.pt"), "--model", str(tmp_path / "model.pt"), "--out", str(out),
+    code = main(["--data", str(tmp_path / "data.pt"), *model, "--out", str(out),
                  "--attack", "fgsm:eps=0.02", "--q", "20", "--steps", "5", "--popsize", "20"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "after TOPA" in printed and "recovered" in printed
     assert (out / "results.csv").exists() and (out / "summary.json").exists() and (out / "table.md").exists()
     assert len(list((out / "images").glob("*.png"))) == 16
-    code = main(["--data", str(tmp_path / "data.pt"), "--model", str(tmp_path / "model.pt"), "--out", str(out),
+    code = main(["--data", str(tmp_path / "data.pt"), *model, "--out", str(out),
                  "--q", "0"])
     assert code == 2 and "q must be" in capsys.readouterr().err
     torch.save({"pictures": x}, tmp_path / "bad.pt")
-    code = main(["--data", str(tmp_path / "bad.pt"), "--model", str(tmp_path / "model.pt"), "--out", str(out)])
+    code = main(["--data", str(tmp_path / "bad.pt"), *model, "--out", str(out)])
     assert code == 2 and "needs keys 'images' and 'labels'" in capsys.readouterr().err
 
 

@@ -141,25 +141,32 @@ def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
 
 
 def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
-    """Robust accuracy vs eps: one panel per threat model, one line per defense (eps 0: defended clean)."""
+    """Robust accuracy vs eps: one panel per threat model, one line per defense (eps 0: defended clean).
+
+    Each defense keeps its colour in every panel; the undefended model is the dashed line in all of them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    threats = list(dict.fromkeys(ln["threat"] for ln in lines if ln["threat"] != "whitebox"))
-    bare = next((ln for ln in lines if ln["threat"] == "whitebox"), None)
-    fig, axes = plt.subplots(1, max(len(threats), 1), figsize=(4.2 * max(len(threats), 1), 3.6), squeeze=False)
+    threats = list(dict.fromkeys(ln["threat"] for ln in lines if ln["threat"] != "whitebox")) or ["whitebox"]
+    colour = {d: plt.get_cmap("tab20")(i % 20) for i, d in enumerate(cfg.defenses)}
+    fig, axes = plt.subplots(1, len(threats), figsize=(3.6 * len(threats) + 2.2, 3.4), squeeze=False)
     xs = [0.0] + [e * 255 for e in cfg.eps]
-    for ax, threat in zip(axes[0], threats or ["whitebox"]):
+    for ax, threat in zip(axes[0], threats):
         for ln in lines:
-            if ln["threat"] == threat or (ln is bare):
-                ys = [100 * ln["defended"]] + [100 * a for a in ln["robust"]]
-                ax.plot(xs, ys, marker="o", label=ln["defense"], linestyle="--" if ln is bare else "-")
-        ax.set(title=threat, xlabel="eps (/255)", ylabel="accuracy (%)", ylim=(-3, 103))
+            if ln["threat"] in (threat, "whitebox"):
+                ax.plot(xs, [100 * ln["defended"]] + [100 * a for a in ln["robust"]], marker="o", ms=3,
+                        color=colour[ln["defense"]], linestyle="--" if ln["threat"] == "whitebox" else "-",
+                        label=ln["defense"])
+        ax.set(title=threat, xlabel="eps (/255)", ylim=(-3, 103))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    axes[0][0].set_ylabel("accuracy (%)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    fig.legend([handles[d] for d in cfg.defenses if d in handles], [d for d in cfg.defenses if d in handles],
+               loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (3.6 * len(threats) + 2.2), 1))
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 

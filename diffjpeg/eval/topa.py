@@ -7,9 +7,10 @@ Inputs:
 
 * ``--data FILE``: a ``torch.save``'d dict ``{"images": (N, C, H, W), "labels": (N,)}`` (or a tuple
   ``(images, labels)``); images float in [0, 1] or uint8 0..255.
-* ``--model FILE``: a TorchScript module (``torch.jit.save``) or a whole pickled ``nn.Module``
-  (``torch.save(model)``; loaded with ``weights_only=False``, so only for files you trust), taking
-  images in [0, 1] -- or normalised images, with ``--mean``/``--std``, which are applied first.
+* ``--model SPEC`` [``--checkpoint FILE``]: a classifier as :func:`diffjpeg.eval.zoo.load_model`
+  names it (``efficientnet_lite0``, ``small_cnn``, ``torchvision:NAME``, ``MODULE:FACTORY``), with
+  weights from a state-dict file read with ``weights_only=True``; its normalisation is applied after
+  JPEG (``--mean``/``--std`` override it).
 
 Output (``--out DIR``): ``images/NNNNN.png`` (the cleaned images), ``results.csv`` (per image: label,
 prediction after each stage, attempted, recovered), ``summary.json``, and the table of
@@ -17,7 +18,8 @@ misclassification rates (also printed), as the paper's Table I.
 
 Example (the paper's setting: FGSM eps = 0.02, then JPEG at q = 20, then TOPA)::
 
-    diffjpeg topa --data cifar_subset.pt --model vgg16.ts --attack fgsm:eps=0.02 --q 20 --out out/topa
+    diffjpeg topa --data cifar_subset.pt --model torchvision:vgg16 --checkpoint vgg16_cifar.pt \\
+        --attack fgsm:eps=0.02 --q 20 --out out/topa
 """
 from __future__ import annotations
 
@@ -48,18 +50,12 @@ def _load_data(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
-def _load_model(path: str) -> torch.nn.Module:
-    model = torch.load(path, map_location="cpu", weights_only=False)  # TorchScript archives dispatch to jit.load
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {path}: expected a TorchScript or pickled nn.Module, got {type(model).__name__}")
-    return model
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="diffjpeg topa", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="torch.save'd {'images': (N,C,H,W), 'labels': (N,)}")
-    p.add_argument("--model", required=True, help="TorchScript or pickled nn.Module returning logits")
+    p.add_argument("--model", required=True, help="efficientnet_lite0 | small_cnn | torchvision:NAME | MODULE:FACTORY")
+    p.add_argument("--checkpoint", default=None, help="state-dict file for --model (read with weights_only=True)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--q", type=float, default=20, help="JPEG quality (default 20)")
     p.add_argument("--attack", default=None, help="optional first stage, a registry spec, e.g. fgsm:eps=0.02")
@@ -79,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from ..attacks.topa import topa
     from ..wrappers import DefendedModel
+    from .zoo import load_model
 
     try:
         images, labels = _load_data(args.data)
-        model = _load_model(args.model).eval()
         if (args.mean is None) != (args.std is None):
             raise ValueError("--mean and --std go together")
-        model = DefendedModel(model, None, args.mean, args.std).to(args.device).eval()
+        loaded = load_model(args.model, checkpoint=args.checkpoint, device=args.device, mean=args.mean,
+                            std=args.std, image_size=images.shape[-1])
+        model = DefendedModel(loaded.model, None, loaded.mean, loaded.std).to(args.device).eval()
         generator = torch.Generator(args.device).manual_seed(args.seed)
         start = time.perf_counter()
         result = topa(model, images.to(args.device), labels.to(args.device), q=args.q, pixels=args.pixels,
