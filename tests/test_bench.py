@@ -213,3 +213,24 @@ def test_default_plan_has_one_adaptive_row_per_defense():
 def test_checks(check, args, passed):
     result = check(*args)
     assert result.passed is passed and result.code in checks.CHECKS and result.message
+
+
+def test_every_row_of_the_full_grid_builds_and_differentiates():
+    """Each (defense, threat model) of `--grid full` gives an attackable model with a finite gradient."""
+    from diffjpeg.eval.bench import Context, _attacked_model
+
+    cfg = BenchConfig.from_dict({"grid": "full", "eot_samples": 2})
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 5)).eval()
+    x, y = torch.rand(2, 3, 24, 24), torch.tensor([0, 3])
+    ctx = Context(cfg, clf, (0.5,) * 3, (0.5,) * 3, x, y, ["a", "b"], torch.device("cpu"))
+    rows = plan_rows(cfg, ctx.model())
+    assert {r.threat for r in rows} == {"whitebox", "graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot"}
+    for row in rows:
+        if row.threat == "graybox":
+            continue
+        defense = None if row.defense == "none" else ctx.defense(row.defense, 0)
+        xg = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(_attacked_model(ctx, row, defense)(xg), y).backward()
+        assert xg.grad is not None and torch.isfinite(xg.grad).all(), row

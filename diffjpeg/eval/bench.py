@@ -15,8 +15,9 @@ Tasks per batch:
   defense (transfer: the defense is not in the attacker's graph);
 * one task per (defense, adaptive threat model): the attack on the model with the defense in the
   graph (``bpda``: BPDA, identity backward; ``bpda_surrogate``: BPDA with the defense's surrogate;
-  ``surrogate``: the surrogate forward and backward; ``bpda_eot``: EOT over BPDA for randomized
-  defenses; ``whitebox``: the undefended model itself), evaluated through the real defense.
+  ``surrogate``: the surrogate forward and backward; ``bpda_eot``: EOT over the defense, through BPDA
+  when it is not differentiable, for randomized defenses; ``whitebox``: the undefended model itself),
+  evaluated through the real defense.
 
 Adaptive attacks run eps in increasing order and attack only the examples still robust (an example
 broken at a smaller eps is broken at every larger one), then the masking checks (FGSM, twice the
@@ -270,7 +271,8 @@ def _attacked_model(ctx: Context, row: Row, defense: nn.Module, fixed: bool = Fa
     graph = {"bpda": lambda: BPDA(defense, backward=nn.Identity()),
              "bpda_surrogate": lambda: BPDA(defense),
              "surrogate": defense.surrogate,
-             "bpda_eot": lambda: EOT(BPDA(defense), n=ctx.cfg.eot_samples)}[row.threat]()
+             "bpda_eot": lambda: EOT(defense if defense.differentiable else BPDA(defense), n=ctx.cfg.eot_samples),
+             }[row.threat]()
     return ctx.model(graph)
 
 
@@ -284,35 +286,30 @@ def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
     attacked = _attacked_model(ctx, row, defense)
     zero = zero_gradient_share(attacked, x, y)
     recs, robust = [], defended == y
-    prev_adv, prev_pred = x, defended
-    for k, eps in enumerate(cfg.eps):
-        adv, pred = attack_robust(ctx, lambda: ctx.attack(attacked, eps), evaluate, x, y, robust, eps)
-        if k:  # examples broken at a smaller eps keep that adversarial example
-            keep = ~robust & (defended == y)
-            adv[keep], pred[keep] = prev_adv[keep], prev_pred[keep]
-        pred = torch.where(defended == y, pred, defended)
+    adv, pred = x, defended  # the examples the defense gets wrong need no attack
+    for k, eps in enumerate(cfg.eps):  # examples broken at a smaller eps keep that adversarial example
+        adv, pred = _worst(robust, *attack_robust(ctx, lambda: ctx.attack(attacked, eps), evaluate, x, y, robust, eps),
+                           adv, pred)
         recs += _records(ctx, sl, row, "pgd", eps, y, defended, x, adv, pred, **({"zero_grad": zero} if k == 0 else {}))
-        robust, prev_adv, prev_pred = robust & (pred == y), adv, pred
+        robust = robust & (pred == y)
         fgsm = ctx.attack(attacked, eps, spec="fgsm")(x, y).detach()
         recs += _records(ctx, sl, row, "fgsm", eps, y, defended, x, fgsm, predict(evaluate, fgsm))
     top = cfg.eps[-1]
     name, _ = parse_spec(cfg.attack, "attack spec")
     if "steps" in ATTACKS.parameters(name):
-        adv, pred = attack_robust(ctx, lambda: ctx.attack(attacked, top, steps=2 * cfg.steps), evaluate, x, y,
-                                  robust, top)
-        recs += _records(ctx, sl, row, "pgd_2x", top, y, defended, x, *_worst(robust, adv, pred, prev_adv, prev_pred))
-    adv, pred = attack_robust(ctx, lambda: ctx.attack(attacked, cfg.large_eps), evaluate, x, y, robust, cfg.large_eps)
-    recs += _records(ctx, sl, row, "pgd_large", cfg.large_eps, y, defended, x,
-                     *_worst(robust, adv, pred, prev_adv, prev_pred))
-    if defense is not None and defense.randomized:
+        more = attack_robust(ctx, lambda: ctx.attack(attacked, top, steps=2 * cfg.steps), evaluate, x, y, robust, top)
+        recs += _records(ctx, sl, row, "pgd_2x", top, y, defended, x, *_worst(robust, *more, adv, pred))
+    large = attack_robust(ctx, lambda: ctx.attack(attacked, cfg.large_eps), evaluate, x, y, robust, cfg.large_eps)
+    recs += _records(ctx, sl, row, "pgd_large", cfg.large_eps, y, defended, x, *_worst(robust, *large, adv, pred))
+    if defense is not None and defense.randomized:  # attacked and judged under the same frozen draws
         fixed = _attacked_model(ctx, row, defense, fixed=True)
-        adv = ctx.attack(fixed, top)(x, y).detach()
-        recs += _records(ctx, sl, row, "pgd_fixed", top, y, defended, x, adv, predict(fixed, adv))
+        frozen = attack_robust(ctx, lambda: ctx.attack(fixed, top), fixed, x, y, defended == y, top)
+        recs += _records(ctx, sl, row, "pgd_fixed", top, y, defended, x, *_worst(defended == y, *frozen, x, defended))
     return recs
 
 
 def _worst(robust: Tensor, adv: Tensor, pred: Tensor, prev_adv: Tensor, prev_pred: Tensor) -> tuple[Tensor, Tensor]:
-    """Where the earlier attack already won, keep its example; else the new attack's."""
+    """The new attack's example where the example was still ``robust``; elsewhere the earlier one's."""
     adv, pred = adv.clone(), pred.clone()
     adv[~robust], pred[~robust] = prev_adv[~robust], prev_pred[~robust]
     return adv, pred

@@ -27,8 +27,7 @@ THREAT_MODELS = ("graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot")
 SELECTORS = ("adaptive",)
 DEFAULT_DEFENSES = ("none", "jpeg:q=75", "jpeg:q=50", "jpeg:q=20", "diffjpeg:q=75", "fd", "bit_depth:bits=4",
                     "median:kernel=3", "tvm:p=0.5,max_iter=20", "random_jpeg:q=(50, 90)")
-FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random_jpeg:q=(50, 90)", "kmeans:k=8",
-                                         "resize_pad:pad=32")
+FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random_jpeg:q=(50, 90)", "kmeans:k=8")
 
 #: named grids: values a config starts from before its own keys are applied
 GRIDS: dict[str, dict[str, Any]] = {
