@@ -334,19 +334,21 @@ def _as_config(config: BenchConfig | dict | str | os.PathLike | None) -> BenchCo
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 
-def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)``; joins the process group when started by torchrun."""
+def _distributed(device: torch.device) -> tuple[int, int, torch.device, bool]:
+    """``(rank, world_size, device, joined)``; joins the process group when started by torchrun
+    (``joined``: this call created it, so the run must destroy it)."""
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), device
-    return 0, 1, device
+        return dist.get_rank(), dist.get_world_size(), device, joined
+    return 0, 1, device, joined
 
 
 def _on_all_ranks(fn: Callable[[], Any], rank: int, world: int) -> Any:
@@ -400,13 +402,23 @@ def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) 
     Resumable: units already in ``out/units`` are skipped. Under ``torchrun`` each rank takes every
     ``world_size``-th batch and rank 0 writes the merged report (other ranks return it too).
     """
+    cfg = _as_config(config)
+    validate(cfg)
+    rank, world, device, joined = _distributed(torch.device(cfg.device))
+    try:
+        return _run(cfg, rank, world, device)
+    finally:
+        if joined:  # a process group left alive can abort the interpreter at exit
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(cfg: BenchConfig, rank: int, world: int, device: torch.device) -> dict:
     from .datasets import load_dataset
     from .tables import merge, write_report
     from .zoo import load_model
 
-    cfg = _as_config(config)
-    validate(cfg)
-    rank, world, device = _distributed(torch.device(cfg.device))
     loaded = load_model(cfg.model, checkpoint=cfg.checkpoint, download=cfg.download, device=device)
     data = load_dataset(cfg.data, n=cfg.n, image_size=cfg.image_size or loaded.image_size, download=cfg.download)
     if data.images.shape[1] != loaded.channels:
@@ -441,7 +453,10 @@ def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) 
         import torch.distributed as dist
 
         dist.barrier()
-    return _on_all_ranks(lambda: write_report(out, cfg, rows, merge(out, cfg, rows, tasks, batches)), rank, world)
+    summary = _on_all_ranks(lambda: write_report(out, cfg, rows, merge(out, cfg, rows, tasks, batches)), rank, world)
+    if world > 1:
+        dist.barrier()  # every rank has its summary before any rank tears the group down
+    return summary
 
 
 # ------------------------------------------------------------------------------------------ CLI
