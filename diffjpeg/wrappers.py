@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .contract import Defense
+from .jpeg.validate import check_int
 
 __all__ = ["DefendedModel", "BPDA", "EOT", "RNGSnapshot"]
 
@@ -261,8 +262,7 @@ class EOT(nn.Module):
     def __init__(self, module, n: int = 16, reduce: str = "logits", fixed: bool = False,
                  max_batch: int | str | None = "auto"):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"EOT: n must be an int >= 1, got {n!r}")
+        check_int(n, "EOT: n", 1)
         if reduce not in REDUCTIONS:
             raise ValueError(f"EOT: reduce must be one of {REDUCTIONS}, got {reduce!r}")
         if not (max_batch is None or max_batch == "auto"

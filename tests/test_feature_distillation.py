@@ -225,12 +225,12 @@ def test_cuda_matches_cpu():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"mode": "3pass"}, ValueError, r"mode must be one of \('1pass', '2pass'\), got '3pass'"),
-    ({"scale": 0}, ValueError, r"scale must be an int in \[1, 8\]"),
-    ({"scale": 9}, ValueError, r"scale must be an int in \[1, 8\].*got 9"),
+    ({"scale": 0}, ValueError, r"scale must be an integer in \[1, 8\]"),
+    ({"scale": 9}, ValueError, r"scale must be an integer in \[1, 8\].*got 9"),
     ({"scale": 1.5}, TypeError, r"scale must be a positive int.*float 1.5"),
-    ({"band_size": 65}, ValueError, r"band_size must be an int in \[0, 64\], got 65"),
-    ({"band_size": -1}, ValueError, r"band_size must be an int in \[0, 64\], got -1"),
-    ({"band_size": "4"}, TypeError, r"band_size must be an int"),
+    ({"band_size": 65}, ValueError, r"band_size must be an integer in \[0, 64\], got 65"),
+    ({"band_size": -1}, ValueError, r"band_size must be an integer in \[0, 64\], got -1"),
+    ({"band_size": "4"}, TypeError, r"band_size must be an integer"),
     ({"qs": (0, 30)}, ValueError, r"qs entries must be in \[1, 255\]"),
     ({"qs": 20}, TypeError, r"qs must be a pair of ints"),
     ({"q": 0}, ValueError, r"q must be finite and in \[1, 100\]"),

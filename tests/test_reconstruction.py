@@ -125,11 +125,11 @@ def test_gradients_flow_through_the_surrogate_only():
 
 
 def test_bad_parameters_give_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"levels must be an int in \[2, 65536\].*got 1"):
+    with pytest.raises(ValueError, match=r"levels must be an integer in \[2, 65536\].*got 1"):
         PixelDepthReconstruction(levels=1)
-    with pytest.raises(TypeError, match="levels must be an int, got float"):
+    with pytest.raises(TypeError, match=r"levels must be an integer in \[2, 65536\], got float"):
         PixelDepthReconstruction(levels=2.5)
-    with pytest.raises(TypeError, match="levels must be an int"):
+    with pytest.raises(TypeError, match="levels must be an integer"):
         PixelDepthReconstruction(levels=True)
     missing = tmp_path / "nope.pt"
     with pytest.raises(FileNotFoundError, match=r"weights: no such file .*nope\.pt"):
@@ -140,12 +140,12 @@ def test_bad_parameters_give_clear_errors(tmp_path):
         PixelDepthReconstruction(levels=4)(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
         PixelDepthReconstruction(levels=4)(torch.rand(1, 1, 8, 8) + 1)
-    with pytest.raises(ValueError, match="EDSR: features must be an int >= 1"):
+    with pytest.raises(ValueError, match="EDSR: features must be an integer >= 1"):
         EDSR(features=0)
     x = blobs(4)
     with pytest.raises(ValueError, match=r"fgsm_eps must satisfy 0 <= lo <= hi <= 1, got \(0.2, 0.1\)"):
         train_reconstruction(EDSR(features=4, blocks=0), x, 4, fgsm_eps=(0.2, 0.1), progress=False)
-    with pytest.raises(ValueError, match="epochs must be an int >= 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
         train_reconstruction(EDSR(features=4, blocks=0), x, 4, epochs=-1, progress=False)
     with pytest.raises(ValueError, match=r"images must have values in \[0, 1\]"):
         train_reconstruction(EDSR(features=4, blocks=0), x * 3, 4, progress=False)
@@ -167,7 +167,7 @@ def test_registry_round_trip(tmp_path):
     d = build("pixel_depth_reconstruction:levels=4", weights=str(path))
     x = torch.rand(2, 1, 7, 7)
     assert torch.equal(d(x), net(quantize_depth(x, 4)).clamp(0, 1))
-    with pytest.raises(ValueError, match="levels must be an int in"):
+    with pytest.raises(ValueError, match="levels must be an integer in"):
         build("pixel_depth_reconstruction:levels=1")
 
 

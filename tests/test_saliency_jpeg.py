@@ -189,9 +189,9 @@ def test_cuda_runs_and_matches_cpu_output_for_a_fixed_mask():
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"q_high": 30, "q_low": 50}, ValueError, r"q_low must be <= q_high, got q_low = 50, q_high = 30"),
     ({"q_high": 101}, ValueError, r"q_high must be finite and in \[1, 100\]"),
-    ({"n_jitter": 0}, ValueError, r"n_jitter must be an int >= 1, got 0"),
-    ({"jitter": -1}, ValueError, r"jitter must be an int >= 0, got -1"),
-    ({"jitter": 1.5}, TypeError, r"jitter must be an int"),
+    ({"n_jitter": 0}, ValueError, r"n_jitter must be an integer >= 1, got 0"),
+    ({"jitter": -1}, ValueError, r"jitter must be an integer >= 0, got -1"),
+    ({"jitter": 1.5}, TypeError, r"jitter must be an integer"),
     ({"noise": -0.1}, ValueError, r"noise must be a finite number >= 0"),
     ({"fraction": 1.5}, ValueError, r"fraction must be a number in \[0, 1\], got 1.5"),
     ({"threshold": -0.1}, ValueError, r"threshold must be a number in \[0, 1\]"),

@@ -310,7 +310,7 @@ def test_eot_fixed_with_global_rng_does_not_freeze_the_world():
 
 
 def test_eot_argument_errors():
-    with pytest.raises(ValueError, match="n must be an int >= 1"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
         EOT(nn.Identity(), n=0)
     with pytest.raises(ValueError, match="reduce must be one of"):
         EOT(nn.Identity(), reduce="mean")

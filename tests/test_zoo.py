@@ -164,7 +164,7 @@ def test_small_cnn_keeps_fmnistnet_layout():
                       "features.3.bias": (64,), "head.1.weight": (128, 3136), "head.1.bias": (128,),
                       "head.3.weight": (10, 128), "head.3.bias": (10,)}
     assert isinstance(FMNISTNet(), SmallCNN) and SmallCNN(3, 32, 10)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    with pytest.raises(ValueError, match="image_size must be an int >= 4"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 4"):
         SmallCNN(image_size=2)
 
 

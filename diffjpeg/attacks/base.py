@@ -1,4 +1,5 @@
-"""The base class of diffjpeg's own attacks, and the argument checks they share.
+"""The base class of diffjpeg's own attacks, and the label check they share (the other argument
+checks are :mod:`diffjpeg.jpeg.validate`'s).
 
 :class:`Attack` is a thin subclass of ``torchattacks.attack.Attack``, so every attack here behaves
 like a torchattacks attack: ``attack(images, labels)`` returns adversarial images in [0, 1] of the
@@ -13,38 +14,11 @@ all the attack's randomness is drawn from, and validation of arguments at constr
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import torch
 from torch import Tensor
 from torchattacks.attack import Attack as _TorchattacksAttack
 
 from ..jpeg.validate import check_generator, check_image
-
-
-def check_real(value, name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-               high_open: bool = False) -> float:
-    """``value`` must be a real number (not a bool) within the given bounds; returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if value != value or too_low or too_high:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}, "
-                         f"got {value!r}")
-    return value
-
-
-def check_int(value, name: str, low: int = 0) -> int:
-    """``value`` must be an integer (not a bool) >= ``low``; returns it as an int."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def check_labels(labels, batch: int, name: str = "labels") -> Tensor:

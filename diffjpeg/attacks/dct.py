@@ -29,7 +29,8 @@ from ..jpeg.exact import exact_decode, exact_encode
 from ..jpeg.io import AC_LIMIT, write_coefficients
 from ..jpeg.rounding import round_ste
 from ..jpeg.validate import check_qtables, check_quality, check_subsampling
-from .base import Attack, check_int, check_real
+from ..jpeg.validate import check_int, check_real
+from .base import Attack
 
 
 @dataclasses.dataclass
@@ -93,7 +94,7 @@ class DCTAttack(Attack):
                              f"{tuple(self.qtables.shape)}")
         self.q = q if self.qtables is not None else float(check_quality(q))
         self.eps = check_real(eps, "eps", 0.0)
-        self.alpha = check_real(alpha, "alpha", 0.0, low_open=True)
+        self.alpha = check_real(alpha, "alpha", 0.0, lo_open=True)
         self.steps = check_int(steps, "steps", 1)
         self.subsampling = check_subsampling(subsampling)
         if not isinstance(random_start, bool):

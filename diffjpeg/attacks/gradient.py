@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Attack, check_int, check_real
+from ..jpeg.validate import check_int, check_real
+from .base import Attack
 
 
 def _per_image_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -79,7 +80,7 @@ class LBFGS(Attack):
     def __init__(self, model, c: float = 0.1, search_steps: int = 5, steps: int = 20, history: int = 10, *,
                  targeted: bool = False, generator=None):
         super().__init__("LBFGS", model, targeted=targeted, generator=generator)
-        self.c = check_real(c, "c", 0.0, low_open=True)
+        self.c = check_real(c, "c", 0.0, lo_open=True)
         self.search_steps = check_int(search_steps, "search_steps", 1)
         self.steps = check_int(steps, "steps", 1)
         self.history = check_int(history, "history", 1)

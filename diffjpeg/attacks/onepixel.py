@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Attack, check_int, check_real
+from ..jpeg.validate import check_int, check_real
+from .base import Attack
 
 
 def population_size(popsize: int, dims: int) -> int:
@@ -75,12 +76,12 @@ class OnePixel(Attack):
         if isinstance(mutation, (tuple, list)):
             if len(mutation) != 2:
                 raise ValueError(f"mutation must be a number or a (lo, hi) pair in [0, 2), got {mutation!r}")
-            lo, hi = (check_real(m, "mutation", 0.0, 2.0, high_open=True) for m in mutation)
+            lo, hi = (check_real(m, "mutation", 0.0, 2.0, hi_open=True) for m in mutation)
             if lo > hi:
                 raise ValueError(f"mutation must be (lo, hi) with lo <= hi, got {mutation!r}")
             self.mutation = (lo, hi)
         else:
-            f = check_real(mutation, "mutation", 0.0, 2.0, high_open=True)
+            f = check_real(mutation, "mutation", 0.0, 2.0, hi_open=True)
             self.mutation = (f, f)
         self.recombination = check_real(recombination, "recombination", 0.0, 1.0)
         if max_batch is None or max_batch == "auto":

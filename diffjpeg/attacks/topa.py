@@ -32,7 +32,8 @@ from torch import Tensor
 from ..jpeg.codec import diff_jpeg
 from ..jpeg.real import real_jpeg
 from ..jpeg.validate import check_generator, check_image, check_quality, check_subsampling
-from .base import check_int, check_labels
+from ..jpeg.validate import check_int
+from .base import check_labels
 from .onepixel import OnePixel
 
 CODECS = ("pillow", "exact")

@@ -76,7 +76,7 @@ def _check_scale(scale: object, qs: tuple[int, int]) -> int:
                         f"got {type(scale).__name__} {scale!r}")
     limit = 255 // max(qs)
     if not 1 <= scale <= limit:
-        raise ValueError(f"scale must be an int in [1, {limit}] so that every step scale * {max(qs)} fits "
+        raise ValueError(f"scale must be an integer in [1, {limit}] so that every step scale * {max(qs)} fits "
                          f"a baseline table (<= 255), got {scale}")
     return int(scale)
 

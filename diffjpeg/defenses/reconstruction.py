@@ -22,10 +22,9 @@ This module has the pieces as functions and thin modules:
 """
 from __future__ import annotations
 
-import math
 import os
 import re
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..contract import Defense
 from ..jpeg.rounding import straight_through
-from ..jpeg.validate import check_image, check_int, check_range
+from ..jpeg.validate import check_generator, check_image, check_int, check_range, check_real
 from .bit_depth import reduce_depth
 from .registry import register
 from ..files import atomic_torch_save
@@ -116,10 +115,8 @@ class EDSR(nn.Module):
     def __init__(self, channels: int = 1, features: int = 32, blocks: int = 4, res_scale: float = 0.1):
         super().__init__()
         for name, value, low in (("channels", channels, 1), ("features", features, 1), ("blocks", blocks, 0)):
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise ValueError(f"EDSR: {name} must be an int >= {low}, got {value!r}")
-        if isinstance(res_scale, bool) or not isinstance(res_scale, Real) or not 0 < res_scale < math.inf:
-            raise ValueError(f"EDSR: res_scale must be a positive number, got {res_scale!r}")
+            check_int(value, f"EDSR: {name}", low)
+        check_real(res_scale, "EDSR: res_scale", 0.0, lo_open=True)
         self.channels, self.features, self.n_blocks = int(channels), int(features), int(blocks)
         self.register_buffer("res_scale", torch.tensor(float(res_scale)))
         self.head = nn.Conv2d(self.channels, self.features, 3, padding=1)
@@ -348,10 +345,8 @@ def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
     levels = _check_levels(levels)
     lo, hi = check_range(fgsm_eps, "fgsm_eps", 0.0, 1.0, integer=False)
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+        check_int(value, name, low)
+    check_real(lr, "lr", 0.0, lo_open=True)
     if isinstance(adversarial_fraction, bool) or not isinstance(adversarial_fraction, Real) \
             or not 0 <= adversarial_fraction <= 1:
         raise ValueError(f"adversarial_fraction must be a number in [0, 1], got {adversarial_fraction!r}")
@@ -361,8 +356,7 @@ def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
         if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
             raise ValueError(f"labels must be an integer tensor of shape ({images.shape[0]},), got "
                              f"{type(labels).__name__} {tuple(getattr(labels, 'shape', ()))}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     p = next(network.parameters(), None)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..files import atomic_torch_save
+from ..jpeg.validate import check_int
 from ..wrappers import DefendedModel
 
 __all__ = ["MODEL_CHOICES", "LoadedModel", "SmallCNN", "load_model", "save_small_cnn"]
@@ -69,8 +70,7 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 28, classes: int = 10):
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("image_size", image_size, 4), ("classes", classes, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"SmallCNN: {name} must be an int >= {low}, got {value!r}")
+            check_int(value, f"SmallCNN: {name}", low)
         self.in_channels, self.image_size, self.classes = in_channels, image_size, classes
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -130,26 +130,27 @@ def check_estimator_options(temperature: object, terms: object) -> None:
 
 
 def check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
-    """``value`` must be an int (not a bool) in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+    """``value`` must be an integer (not a bool) in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+    bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an integer {bound}, got {type(value).__name__} {value!r}")
     value = int(value)
     if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be an int {bound}, got {value}")
+        raise ValueError(f"{name} must be an integer {bound}, got {value}")
     return value
 
 
-def check_real(value: object, name: str, lo: float, hi: float, lo_open: bool = False,
+def check_real(value: object, name: str, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
                hi_open: bool = False) -> float:
-    """``value`` must be a finite real number in the interval from ``lo`` to ``hi``."""
+    """``value`` must be a finite real number (not a bool) in the interval from ``lo`` to ``hi``."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        left = "(" if lo_open or lo == -math.inf else "["
+        right = ")" if hi_open or hi == math.inf else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{lo:g}, {hi:g}{right}, got {value!r}")
     return value
 
 
