@@ -69,8 +69,8 @@ PRESETS = {
         calibration=2000, plot="bench/results/learn_qtables_fmnist.png"),
     "imagenet": dict(
         data="foolbox:imagenet", model="efficientnet_lite0", workdir="out/learn_qtables_imagenet", train=None,
-        test=20, robust=20, lams="0.1,0.3,1", steps=40, adv_lam=0.3, adv_steps=1, eps=2 / 255, pgd_steps=10,
-        qualities="10,20,30,50,75,90", init_quality=50.0, lr=2.0, batch_size=20, eval_batch=20,
+        test=20, robust=20, lams="0.3,1,3", steps=60, adv_lam=1.0, adv_steps=1, eps=2 / 255, pgd_steps=5,
+        qualities="5,10,20,30,50,75,90", init_quality=50.0, lr=0.5, batch_size=20, eval_batch=20,
         calibration=20, plot="bench/results/learn_qtables_imagenet.png"),
 }
 #: dataset kinds of load_dataset with a training split
@@ -253,12 +253,13 @@ def main(argv=None) -> int:
     if args.adv_lam >= 0:
         runs.append((args.adv_lam, {"eps": args.eps, "steps": args.adv_steps}))
     init = quality_tables(torch.tensor([float(args.init_quality)]))[0]
+    eps_text = f"{round(args.eps * 255)}/255" if abs(args.eps * 255 - round(args.eps * 255)) < 1e-6 else f"{args.eps:g}"
     for lam, adversarial in runs:
         t0 = time.time()
-        name = f"learned lam={lam:g}" + (f" +PGD(eps={args.eps:.4g})" if adversarial else "")
+        name = f"learned lam={lam:g}" + (f" +PGD(eps={eps_text})" if adversarial else "")
         if args.init_quality != 50:
             name += f" from q={args.init_quality:g}"
-        slug = f"{name}_{args.rounding}".replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
+        slug = f"{name}_{args.rounding}".replace(" ", "_").replace("=", "").replace("(", "").replace(")", "").replace("/", "_")
         if adversarial and args.adv_steps != 2:
             slug += f"_adv{args.adv_steps}"
         if args.lr != 1.0:
@@ -294,7 +295,6 @@ def main(argv=None) -> int:
             return None
         return float(np.interp(bpp, bpp_axis, [r[column] for r in ijg]))
 
-    eps_text = f"{args.eps * 255:.3g}/255" if args.eps < 0.1 else f"{args.eps:g}"
     if args.in_sample:
         where = (f"{args.data}, {len(yt)} images ({len(yr)} attacked); IN-SAMPLE: the same {len(yt)} images serve "
                  f"for learning the tables and for evaluation, one image = {100 / len(yt):.3g} points")
