@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: diffjpeg COMMAND [options]\n\ncommands:")
+        width = max(map(len, COMMANDS))
         for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:10s} {help_text}")
+            print(f"  {name:{width}s}  {help_text}")
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         print(f"diffjpeg: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
