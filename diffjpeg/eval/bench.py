@@ -293,6 +293,7 @@ def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
         recs += _records(ctx, sl, row, "pgd", eps, y, defended, x, adv, pred, **({"zero_grad": zero} if k == 0 else {}))
         robust = robust & (pred == y)
         fgsm = ctx.attack(attacked, eps, spec="fgsm")(x, y).detach()
+        _check_budget(fgsm, x, eps, "fgsm")
         recs += _records(ctx, sl, row, "fgsm", eps, y, defended, x, fgsm, predict(evaluate, fgsm))
     top = cfg.eps[-1]
     name, _ = parse_spec(cfg.attack, "attack spec")
