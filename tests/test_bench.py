@@ -234,3 +234,14 @@ def test_every_row_of_the_full_grid_builds_and_differentiates():
         xg = x.clone().requires_grad_(True)
         torch.nn.functional.cross_entropy(_attacked_model(ctx, row, defense)(xg), y).backward()
         assert xg.grad is not None and torch.isfinite(xg.grad).all(), row
+
+
+def test_budget_check_rejects_examples_outside_the_ball():
+    from diffjpeg.eval.bench import _check_budget
+
+    x = torch.full((2, 3, 4, 4), 0.5)
+    _check_budget(x + 8 / 255, x, 8 / 255, "pgd")
+    with pytest.raises(ValueError, match="left the L-inf ball of eps=0.0313725"):
+        _check_budget(x + 9 / 255, x, 8 / 255, "pgd")
+    with pytest.raises(ValueError, match=r"or \[0, 1\]"):
+        _check_budget(x * 2.1, x, 1.0, "pgd")
