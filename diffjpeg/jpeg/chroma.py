@@ -12,8 +12,21 @@ from torch import Tensor
 
 from .rounding import floor_ste
 
-#: (vertical, horizontal) subsampling factor of the chroma planes
+#: (vertical, horizontal) subsampling factor of the chroma planes (= the luma's sampling factors
+#: in the file; the chroma components' are (1, 1))
 FACTORS = {"444": (1, 1), "422": (1, 2), "420": (2, 2)}
+
+
+def sampling_factors(subsampling: str, channels: int) -> list[tuple[int, int]]:
+    """The ``(v, h)`` sampling factors libjpeg writes for each component (Y[, Cb, Cr])."""
+    return [(1, 1)] if channels == 1 else [FACTORS[subsampling], (1, 1), (1, 1)]
+
+
+def plane_sizes(height: int, width: int, factors) -> list[tuple[int, int]]:
+    """``(h, w)`` of each component plane of a ``height x width`` image, as libjpeg sizes them:
+    ``ceil(H v / v_max) x ceil(W h / h_max)`` for sampling factors ``(v, h)``."""
+    vmax, hmax = max(v for v, _ in factors), max(h for _, h in factors)
+    return [(-(-height * v // vmax), -(-width * h // hmax)) for v, h in factors]
 
 
 def chroma_downsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from ..contract import Defense
 from . import validate
 from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
-from .chroma import FACTORS, chroma_downsample, chroma_upsample
+from .chroma import FACTORS, chroma_downsample, chroma_upsample, plane_sizes, sampling_factors
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
 from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, round_ste, rounding_function, sample_ste, store_ste,
@@ -52,11 +52,7 @@ def _to_8bit(x: Tensor, integer: bool) -> Tensor:
 
 def component_sizes(height: int, width: int, channels: int, subsampling: str) -> list[tuple[int, int]]:
     """``(h, w)`` of each component plane as libjpeg sizes them (chroma rounded up)."""
-    if channels == 1:
-        return [(height, width)]
-    fv, fh = FACTORS[subsampling]
-    chroma = (ceil_div(height, fv), ceil_div(width, fh))
-    return [(height, width), chroma, chroma]
+    return plane_sizes(height, width, sampling_factors(subsampling, channels))
 
 
 def _groups(channels: int, subsampling: str) -> list[list[int]]:

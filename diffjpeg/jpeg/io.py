@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .chroma import FACTORS  # (v, h) subsampling factors = the luma's sampling factors (chroma is (1, 1))
+from .chroma import FACTORS, plane_sizes, sampling_factors
 from .validate import check_qtables, check_subsampling
 
 #: baseline Huffman coding limits (8-bit samples): |AC| < 2^10; DC in [-1024, 1023] so that DC
@@ -289,18 +289,9 @@ def block_grid(height: int, width: int, factors: Sequence[tuple[int, int]]) -> l
     """libjpeg's ``(height_in_blocks, width_in_blocks)`` of each component.
 
     ``factors`` are the ``(v, h)`` sampling factors of the components; a component's plane is
-    ``ceil(H * v / v_max) x ceil(W * h / h_max)`` pixels.
+    ``ceil(H * v / v_max) x ceil(W * h / h_max)`` pixels (:func:`~diffjpeg.jpeg.chroma.plane_sizes`).
     """
-    vmax = max(v for v, _ in factors)
-    hmax = max(h for _, h in factors)
-    return [(math.ceil(math.ceil(height * v / vmax) / 8), math.ceil(math.ceil(width * h / hmax) / 8))
-            for v, h in factors]
-
-
-def _factors(subsampling: str, components: int) -> tuple[tuple[int, int], ...]:
-    if components == 1:
-        return ((1, 1),)
-    return (FACTORS[subsampling], (1, 1), (1, 1))
+    return [(math.ceil(h / 8), math.ceil(w / 8)) for h, w in plane_sizes(height, width, factors)]
 
 
 def _as_planes(coefficients, name: str = "coefficients") -> list[np.ndarray]:
@@ -377,7 +368,7 @@ def _as_tables(qtables, components: int) -> tuple[np.ndarray, tuple[int, ...]]:
 def _infer_subsampling(planes: list[np.ndarray], size: tuple[int, int]) -> str:
     grids = [p.shape[:2] for p in planes]
     matches = [s for s in FACTORS
-               if [tuple(g) for g in block_grid(*size, _factors(s, 3))] == [tuple(g) for g in grids]]
+               if [tuple(g) for g in block_grid(*size, sampling_factors(s, 3))] == [tuple(g) for g in grids]]
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -453,7 +444,7 @@ def write_coefficients(
         else:
             if subsampling is None:
                 subsampling = _infer_subsampling(planes, (height, width))
-            factors = _factors(check_subsampling(subsampling), 3)
+            factors = sampling_factors(check_subsampling(subsampling), 3)
     if len(factors) != len(planes):
         raise ValueError(f"{len(planes)} components but {len(factors)} sampling factors")
     if any(not (1 <= v <= 4 and 1 <= h <= 4) for v, h in factors):
