@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Check", "CHECKS", "single_step", "large_eps", "more_steps", "white_below_gray", "fixed_randomness",
-           "zero_gradients"]
+__all__ = ["Check", "CHECKS", "eps_name", "single_step", "large_eps", "more_steps", "white_below_gray",
+           "fixed_randomness", "zero_gradients"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,12 @@ CHECKS = {
 }
 
 
+def eps_name(eps: float) -> str:
+    """``8/255`` for multiples of 1/255, else the number (``0.05``)."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
+
+
 def single_step(pgd: float, fgsm: float, tolerance: float, eps: float | None = None) -> Check:
     """An iterative attack that is weaker than one FGSM step points to a broken gradient or step size."""
     return Check("F", pgd <= fgsm + tolerance, f"PGD {pgd:.1%} vs FGSM {fgsm:.1%}", eps)
@@ -45,7 +51,7 @@ def single_step(pgd: float, fgsm: float, tolerance: float, eps: float | None = N
 
 def large_eps(accuracy: float, eps: float, max_accuracy: float) -> Check:
     """An unbounded-ish attack must win; if accuracy stays up at a huge eps, gradients are masked."""
-    return Check("E", accuracy <= max_accuracy, f"{accuracy:.1%} at eps={eps * 255:g}/255")
+    return Check("E", accuracy <= max_accuracy, f"{accuracy:.1%} at eps={eps_name(eps)}")
 
 
 def more_steps(accuracy: float, doubled: float, tolerance: float, eps: float | None = None) -> Check:

@@ -104,17 +104,13 @@ def _checks(cfg: BenchConfig, ln: dict, gray: dict | None) -> list[checks.Check]
     return out
 
 
-def _eps_name(e: float) -> str:
-    return f"{e * 255:g}/255"
-
-
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
 def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
     """The table (robust accuracy in %, failed check codes beside each number) and its legend."""
-    head = ["defense", "threat model", "clean", "defended"] + [f"ε={_eps_name(e)}" for e in cfg.eps]
+    head = ["defense", "threat model", "clean", "defended"] + [f"ε={checks.eps_name(e)}" for e in cfg.eps]
     head += ["PSNR", "SSIM", "s/img", "checks"]
     out = [f"{cfg.model} on {cfg.data} (n={n}), attack {cfg.attack}, {cfg.steps} steps, {cfg.restarts} restart(s), "
            f"EOT {cfg.eot_samples}; accuracy in %", "", "| " + " | ".join(head) + " |",
@@ -153,7 +149,7 @@ def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
     threats = list(dict.fromkeys(ln["threat"] for ln in lines if ln["threat"] != "whitebox")) or ["whitebox"]
     colour = {d: plt.get_cmap("tab20")(i % 20) for i, d in enumerate(cfg.defenses)}
     fig, axes = plt.subplots(1, len(threats), figsize=(3.6 * len(threats) + 2.2, 3.4), squeeze=False)
-    xs = [0.0] + [e * 255 for e in cfg.eps]
+    xs = [0.0] + [e * 255 for e in cfg.eps]  # in 1/255 units
     for ax, threat in zip(axes[0], threats):
         for ln in lines:
             if ln["threat"] in (threat, "whitebox"):
