@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jpeg.validate import check_int, check_real
 from ..spec import parse_spec, parse_value
 
 __all__ = ["BenchConfig", "DEFAULT_DEFENSES", "FULL_DEFENSES", "GRIDS", "SELECTORS", "THREAT_MODELS", "load_config"]
@@ -111,40 +112,29 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return dict(values.get("bench", values))
 
 
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_real(value: Any, low: float, high: float = float("inf")) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-
-
 def validate(cfg: BenchConfig) -> None:
     """Check every value and name of ``cfg``; raise a one-line ``ValueError``/``TypeError`` otherwise."""
     from ..attacks.registry import ATTACKS
     from ..defenses.registry import DEFENSES
 
     for key in ("batch_size", "steps", "restarts", "eot_samples"):
-        if not _is_int(getattr(cfg, key), 1):
-            raise ValueError(f"{key} must be an integer >= 1, got {getattr(cfg, key)!r}")
-    if cfg.n is not None and not _is_int(cfg.n, 1):
-        raise ValueError(f"n must be an integer >= 1 or omitted (all examples), got {cfg.n!r}")
-    if cfg.image_size is not None and not _is_int(cfg.image_size, 1):
-        raise ValueError(f"image_size must be an integer >= 1 or omitted (the model's size), got {cfg.image_size!r}")
-    if not _is_int(cfg.seed, 0):
-        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+        check_int(getattr(cfg, key), key, 1)
+    for key in ("n", "image_size"):  # None: all examples / the model's size
+        if getattr(cfg, key) is not None:
+            check_int(getattr(cfg, key), key, 1)
+    check_int(cfg.seed, "seed", 0)
     if not isinstance(cfg.eps, list) or not cfg.eps:
         raise ValueError(f"eps must be a non-empty list of numbers in [0, 1] such as [2/255, 8/255], got {cfg.eps!r}")
     for e in cfg.eps:
-        if not _is_real(e, 0.0, 1.0):
-            raise ValueError(f"eps values must be numbers in [0, 1] (e.g. 8/255), got {e!r}")
+        try:
+            check_real(e, "eps", 0.0, 1.0)
+        except (TypeError, ValueError):
+            raise ValueError(f"eps values must be numbers in [0, 1] (e.g. 8/255), got {e!r}") from None
     if sorted(cfg.eps) != cfg.eps or len(set(cfg.eps)) != len(cfg.eps):
         raise ValueError(f"eps must be strictly increasing, got {cfg.eps}")
-    if not _is_real(cfg.large_eps, max(cfg.eps), 1.0):
-        raise ValueError(f"large_eps must be a number in [max(eps), 1], got {cfg.large_eps!r}")
+    check_real(cfg.large_eps, "large_eps (>= max(eps))", max(cfg.eps), 1.0)
     for key in ("tolerance", "max_large_eps_accuracy", "max_zero_gradients"):
-        if not _is_real(getattr(cfg, key), 0.0, 1.0):
-            raise ValueError(f"{key} must be a fraction in [0, 1], got {getattr(cfg, key)!r}")
+        check_real(getattr(cfg, key), key, 0.0, 1.0)
     if not isinstance(cfg.device, str) or cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     valid = THREAT_MODELS + SELECTORS
