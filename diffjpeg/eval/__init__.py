@@ -3,12 +3,19 @@ library imports this package).
 
 ``run_benchmark(config)`` / ``diffjpeg bench`` is the main job; ``load_dataset`` and ``load_model``
 give the data and classifiers it runs on; ``train_small_cnn`` / ``diffjpeg train`` trains the small CNN.
+The names load on first use, so ``diffjpeg report`` and the other commands do not pay for the
+benchmark's imports (torchattacks, scikit-image).
 """
-from .bench import run_benchmark
-from .config import BenchConfig
-from .datasets import Dataset, load_dataset
-from .train import train_small_cnn
-from .zoo import LoadedModel, SmallCNN, load_model
+import importlib
 
-__all__ = ["BenchConfig", "Dataset", "LoadedModel", "SmallCNN", "load_dataset", "load_model", "run_benchmark",
-           "train_small_cnn"]
+#: public name -> the submodule that defines it
+_HOMES = {"run_benchmark": "bench", "BenchConfig": "config", "Dataset": "datasets", "load_dataset": "datasets",
+          "train_small_cnn": "train", "LoadedModel": "zoo", "SmallCNN": "zoo", "load_model": "zoo"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
