@@ -1,7 +1,9 @@
 """The ``diffjpeg`` command: ``diffjpeg bench`` (the robustness benchmark, the main job) and the other tools."""
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "bench": ("diffjpeg.eval.bench", "white-box robustness benchmark of defenses under attacks and threat models"),
@@ -13,6 +15,21 @@ COMMANDS = {
                       "learn JPEG quantisation tables for a classifier under a bit-rate weight; writes JSON"),
     "topa": ("diffjpeg.eval.topa", "JPEG + targeted one-pixel class recovery (TOPA) on a labelled tensor file"),
 }
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--device`` and ``--quiet``, as the training commands take them."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def out_folder_missing(command: str, out: Path) -> bool:
+    """Say on stderr, and return True, when the folder of ``--out`` (``out``) does not exist."""
+    if out.parent.is_dir():
+        return False
+    print(f"{command}: --out folder {str(out.parent)!r} does not exist", file=sys.stderr)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

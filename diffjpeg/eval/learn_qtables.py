@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..cli import add_run_options, out_folder_missing
 from ..defenses.reconstruction import load_weights
 from ..jpeg.real import JPEG
 from ..jpeg.tables import quality_tables
@@ -54,9 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--limit", type=int, default=10000, help="training images used")
     p.add_argument("--test-limit", type=int, default=2000, help="test images evaluated")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     return p
 
 
@@ -108,8 +107,7 @@ def _classifier(args, out: Path, x: Tensor, y: Tensor, device) -> nn.Module:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Path(args.out)
-    if not out.parent.is_dir():
-        print(f"learn-qtables: --out folder {str(out.parent)!r} does not exist", file=sys.stderr)
+    if out_folder_missing("learn-qtables", out):
         return 2
     for name in ("limit", "test_limit", "steps", "batch_size", "pgd_steps", "classifier_epochs"):
         if getattr(args, name) < 1:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cli import add_run_options, out_folder_missing
 from ..wrappers import DefendedModel
 from .datasets import load_dataset
 from .train_reconstruction import accuracy, train_classifier
@@ -105,9 +106,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate [%(default)s]")
     p.add_argument("--limit", type=int, default=None, help="use the first N training images (default: all)")
     p.add_argument("--no-augment", action="store_true", help="no random crops and flips (cifar10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     return p
 
 
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = f"{recipe['spec']}:{args.data}" if args.data else recipe["spec"]
     out = Path(args.out or f"small_cnn_{args.recipe}.pt")
-    if not out.parent.is_dir():
-        print(f"train: --out folder {str(out.parent)!r} does not exist", file=sys.stderr)
+    if out_folder_missing("train", out):
         return 2
     try:
         train = load_dataset(spec, n=args.limit, split="train", download=args.download)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..cli import add_run_options, out_folder_missing
 from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth, save_weights,
                                        train_reconstruction)
 from ..files import atomic_torch_save
@@ -152,17 +153,14 @@ def parser() -> argparse.ArgumentParser:
                         "OUT.classifier.pt, reused when present)")
     p.add_argument("--classifier-epochs", type=int, default=3, help="epochs when training the classifier [%(default)s]")
     p.add_argument("--checkpoint", default=None, help="per-epoch checkpoint (default: OUT.ckpt); resumed if present")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Path(args.out)
-    if not out.parent.is_dir():
-        print(f"train-reconstruction: --out folder {str(out.parent)!r} does not exist", file=sys.stderr)
+    if out_folder_missing("train-reconstruction", out):
         return 2
     try:
         x_train, y_train = load_fashion_mnist(args.data, "train", limit=args.limit)
