@@ -31,3 +31,11 @@ def test_report_bad_arguments(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "train-reconstruction", "learn-qtables"])
+def test_training_commands_refuse_a_missing_out_folder(command, tmp_path, capsys):
+    out = tmp_path / "nosuch" / "w.pt"
+    assert main([command, "--out", str(out), "--seed", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"{command}: --out folder {str(out.parent)!r} does not exist"
+    assert not out.parent.exists()
