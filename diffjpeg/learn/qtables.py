@@ -166,7 +166,10 @@ def _digest(state: dict[str, Tensor]) -> str:
     h = hashlib.sha1()
     for name, value in state.items():
         h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if isinstance(value, Tensor):
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # a module's extra state: any picklable object
+            h.update(repr(value).encode())
     return h.hexdigest()[:16]
 
 
@@ -202,7 +205,8 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
             crafted, and :meth:`DiffJPEG.eval` evaluation runs, on the exact codec.
         generator: source of minibatch order and PGD starts (default: seeded with 0).
         checkpoint: file written atomically every ``checkpoint_every`` steps and at the end; when it
-            exists, training resumes from it (a ``ValueError`` when it was written with other settings).
+            exists, training resumes from it (a ``ValueError`` when it was written with other settings,
+            another classifier's weights or other starting tables).
         mean, std: normalisation applied after the defense, before the classifier.
         progress: show a tqdm bar.
 
