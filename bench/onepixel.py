@@ -19,8 +19,8 @@ Run::
 
 Prints success rate (mean over ``--repeats`` seeds), wall-clock seconds (median; after one warm-up
 run) and queries per image for both, the time ratio, and the classifier's own time on as many
-candidates as the batched attack evaluated: the floor of any attack's time, so torchattacks' time over
-it is the largest speed-up possible on this device.
+candidates as the batched attack evaluated: the floor of any implementation of the same search, so
+torchattacks' time over it is the largest speed-up such an implementation can reach on this device.
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def main() -> None:
     print(f"{'torchattacks OnePixel':28s} {rate_ta:8.3f} {t_ta:9.2f} {'':>12s}")
     print(f"speed-up (torchattacks / diffjpeg): {t_ta / t_ours:.1f}x; success difference "
           f"{rate_ours - rate_ta:+.3f}")
-    # the classifier alone on as many candidates, in the attack's chunks: no attack can beat this floor
+    # the classifier alone on as many candidates, in the attack's chunks: the floor of any implementation
+    # of this DE (same candidates), whatever its overhead
     chunk = OnePixel(model)._chunk(x)
     total = round(q_ours * args.images)
     batch = x[:1].expand(min(chunk, total), -1, -1, -1).contiguous()
