@@ -72,6 +72,18 @@ def _module_device(module: nn.Module) -> torch.device | None:
     return None
 
 
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch: int = 1024) -> Tensor:
+    """Predicted labels ``(N,)`` of ``images`` ``(N, C, H, W)``, classified ``batch`` at a time.
+
+    Each batch moves to the model's device (only one batch at a time is there); the labels stay on it.
+    """
+    device = _module_device(model)
+    if images.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=device or images.device)
+    return torch.cat([model(part if device is None else part.to(device)).argmax(1) for part in images.split(batch)])
+
+
 def _generators(module: object) -> list[torch.Generator]:
     """Every distinct ``torch.Generator`` held as an attribute by ``module`` or its submodules."""
     found: dict[int, torch.Generator] = {}

@@ -33,16 +33,11 @@ from ..jpeg.codec import diff_jpeg
 from ..jpeg.real import real_jpeg
 from ..jpeg.validate import check_generator, check_image, check_quality, check_subsampling
 from ..jpeg.validate import check_int
+from ..wrappers import predict
 from .base import check_labels
 from .onepixel import OnePixel
 
 CODECS = ("pillow", "exact")
-
-
-@torch.no_grad()
-def predict(model, images: Tensor, batch: int = 1024) -> Tensor:
-    """Predicted labels ``(N,)`` of ``images`` ``(N, C, H, W)``, in batches of ``batch``."""
-    return torch.cat([model(part).argmax(1) for part in images.split(batch)])
 
 
 @dataclasses.dataclass

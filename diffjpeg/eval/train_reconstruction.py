@@ -28,6 +28,7 @@ from ..cli import add_run_options, out_folder_missing
 from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth, save_weights,
                                        train_reconstruction)
 from ..files import atomic_torch_save
+from ..wrappers import predict
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
 from .report import psnr
 from .zoo import SmallCNN
@@ -105,14 +106,10 @@ def cached_classifier(model: nn.Module, path: Path, images: Tensor, labels: Tens
     return model
 
 
-@torch.no_grad()
 def correct(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> Tensor:
-    """Bool ``(N,)``: whether the argmax logit of each image is its label (model in eval mode, on its device)."""
+    """Bool ``(N,)`` on the CPU: whether the argmax logit of each image is its label (model in eval mode)."""
     model.eval()
-    device = next(model.parameters()).device
-    hits = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]
-            for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    return predict(model, images, batch_size).cpu() == labels.cpu()
 
 
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
