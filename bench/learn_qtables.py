@@ -125,6 +125,7 @@ def parse(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if Path(args.data).is_dir():  # the old --data DIR: a Fashion-MNIST idx folder
         args.data = f"fashion_mnist:{args.data}"
+    args.train_here = args.model == "small_cnn" and not args.checkpoint  # a small CNN this script trains
     return args
 
 
@@ -230,7 +231,7 @@ def load_data(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
     args.x_fit = args.y_fit = None
     # a classifier trained here fits the first --train images; with --held-out the tables learn on the
     # next --train, which it has not memorised (like the test images it is evaluated on)
-    args.held_out = bool(args.held_out) and kind in _TRAIN_SPLIT and args.model == "small_cnn" and not args.checkpoint
+    args.held_out = bool(args.held_out) and kind in _TRAIN_SPLIT and args.train_here
     if kind in _TRAIN_SPLIT:
         n = args.train
         train = load_dataset(args.data, n=2 * n if args.held_out else n, image_size=size, split="train")
@@ -244,7 +245,7 @@ def load_data(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 
 def load_classifier(args, work: Path):
     """``(classifier, mean, std)``; a ``small_cnn`` without ``--checkpoint`` is trained on the training split."""
-    if args.model == "small_cnn" and not args.checkpoint:
+    if args.train_here:
         path = work / f"classifier_{args.epochs}ep_seed{args.seed}.pt"
         if not path.is_file():
             if args.in_sample:
@@ -268,8 +269,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     t_start = time.time()
-    args.loaded = load_model(args.model, checkpoint=args.checkpoint) \
-        if args.model != "small_cnn" or args.checkpoint else None
+    args.loaded = None if args.train_here else load_model(args.model, checkpoint=args.checkpoint)
     x, y, xt, yt, args.in_sample, _ = load_data(args)
     clf, mean, std = load_classifier(args, work)
     clf.eval()
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
             slug += f"_adv{args.adv_steps}"
         if args.lr != 1.0:
             slug += f"_lr{args.lr:g}"
-        if args.model == "small_cnn" and not args.checkpoint:
+        if args.train_here:
             slug += f"_clf{args.epochs}ep" + ("_heldout" if args.held_out else "")
         if args.seed:
             slug += f"_seed{args.seed}"
@@ -327,7 +327,8 @@ def main(argv=None) -> int:
         hits[name] = (clean, robust)
         rows[name] = (real_bpp(xt, tables), clean.double().mean().item(), robust.double().mean().item())
     t_eval = time.time() - t0
-    ijg = sorted(((rows[k][0], hits[k]) for k in rows if k.startswith("IJG")), key=lambda r: r[0])
+    sweep = sorted((k for k in rows if k.startswith("IJG")), key=lambda k: rows[k][0])  # IJG names by bpp
+    ijg = [(rows[k][0], hits[k]) for k in sweep]
 
     if args.in_sample:
         where = (f"{args.data}, {len(yt)} images ({len(yr)} attacked); IN-SAMPLE: the same {len(yt)} images serve "
@@ -353,10 +354,10 @@ def main(argv=None) -> int:
         if diffs[0] is not None:
             verdicts.append(f"{name}: clean {diffs[0][0]:+.1f} ± {diffs[0][1]:.1f} points, PGD {diffs[1][0]:+.1f} ± "
                             f"{diffs[1][1]:.1f} points vs IJG at {bpp:.3f} bpp")
+    points = [rows[k] for k in sweep]
     for column, label in ((1, "clean"), (2, "PGD")):
         # the sweep's own interpolation error: each inner quality predicted from its two neighbours (a concave
         # curve lies above its chords, so a coarse sweep would flatter the tables compared against it)
-        points = sorted((v for k, v in rows.items() if k.startswith("IJG")), key=lambda r: r[0])
         errors = [100 * (b[column] - np.interp(b[0], (a[0], c[0]), (a[column], c[column])))
                   for a, b, c in zip(points, points[1:], points[2:])]
         if errors:
