@@ -1,21 +1,31 @@
 """diffjpeg: JPEG (and other input-transformation defenses) real in the forward pass and
-differentiable in the backward pass, for adaptive attacks."""
-from . import defenses, functional
-from .contract import Defense
-from .defenses import RandomJPEG
-from .jpeg import DiffJPEG, diff_jpeg
-from .jpeg.real import JPEG, real_jpeg
-from .wrappers import BPDA, EOT, DefendedModel, RNGSnapshot
+differentiable in the backward pass, for adaptive attacks.
+
+The public names load on first use, so ``import diffjpeg.jpeg`` loads the codec alone and
+``import diffjpeg`` costs nothing until a name is asked for.
+"""
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Defense", "DiffJPEG", "diff_jpeg", "JPEG", "real_jpeg", "RandomJPEG", "DefendedModel", "BPDA",
-           "EOT", "RNGSnapshot", "attacks", "defenses", "functional", "learn"]
+
+#: public name -> the module that defines it
+_HOMES = {
+    "Defense": ".contract", "DiffJPEG": ".jpeg", "diff_jpeg": ".jpeg", "JPEG": ".jpeg.real",
+    "real_jpeg": ".jpeg.real", "RandomJPEG": ".defenses", "DefendedModel": ".wrappers", "BPDA": ".wrappers",
+    "EOT": ".wrappers", "RNGSnapshot": ".wrappers",
+}
+_SUBPACKAGES = ("attacks", "defenses", "functional", "learn")
+
+__all__ = list(_HOMES) + list(_SUBPACKAGES)
 
 
 def __getattr__(name: str):
-    # ``attacks`` (which imports torchattacks, ~1 s) and ``learn`` load on first use
-    if name in ("attacks", "learn"):
-        import importlib
-
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name], __name__), name)
+    if name in _SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

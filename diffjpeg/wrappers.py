@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .contract import Defense
-from .jpeg.validate import check_int
+from .arguments import check_int
 
 __all__ = ["DefendedModel", "BPDA", "EOT", "RNGSnapshot"]
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torchattacks.attack import Attack as _TorchattacksAttack
 
-from ..jpeg.validate import check_generator, check_image
+from ..jpeg.validate import check_image
+from ..arguments import check_generator
 
 
 def check_labels(labels, batch: int, name: str = "labels") -> Tensor:

@@ -29,7 +29,7 @@ from ..jpeg.exact import exact_decode, exact_encode
 from ..jpeg.io import AC_LIMIT, write_coefficients
 from ..jpeg.rounding import round_ste
 from ..jpeg.validate import check_qtables, check_quality, check_subsampling
-from ..jpeg.validate import check_int, check_real
+from ..arguments import check_int, check_real
 from .base import Attack
 
 

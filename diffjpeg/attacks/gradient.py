@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..jpeg.validate import check_int, check_real
+from ..arguments import check_int, check_real
 from .base import Attack
 
 

@@ -26,7 +26,7 @@ import torchattacks
 from torchattacks.attack import Attack as _TorchattacksAttack
 
 from ..spec import Registry
-from ..jpeg.validate import check_int, check_real
+from ..arguments import check_int, check_real
 from .dct import DCTAttack
 from .gradient import GA, LBFGS
 from .onepixel import OnePixel

@@ -31,8 +31,9 @@ from torch import Tensor
 
 from ..jpeg.codec import diff_jpeg
 from ..jpeg.real import real_jpeg
-from ..jpeg.validate import check_generator, check_image, check_quality, check_subsampling
-from ..jpeg.validate import check_int
+from ..jpeg.validate import check_image, check_quality, check_subsampling
+from ..arguments import check_generator
+from ..arguments import check_int
 from ..wrappers import predict
 from .base import check_labels
 from .onepixel import OnePixel

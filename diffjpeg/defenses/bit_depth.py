@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ..contract import Defense
-from ..jpeg.validate import check_image, check_int
+from ..jpeg.validate import check_image
+from ..arguments import check_int
 from .registry import register
 
 __all__ = ["BitDepth", "bit_depth"]

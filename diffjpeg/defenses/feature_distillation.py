@@ -36,8 +36,8 @@ from torch import Tensor
 from ..contract import Defense
 from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
 from ..jpeg.rounding import round_ste
-from ..jpeg.validate import (check_choice, check_image, check_int, check_qtables, check_quality,
-                              check_subsampling)
+from ..jpeg.validate import check_image, check_qtables, check_quality, check_subsampling
+from ..arguments import check_choice, check_int
 from .registry import register
 
 __all__ = [

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from ..contract import Defense, draw_device
-from ..jpeg.validate import check_choice, check_generator, check_image, check_int
+from ..jpeg.validate import check_image
+from ..arguments import check_choice, check_generator, check_int
 from .registry import register
 
 __all__ = ["KMeansColors", "kmeans_colors", "kmeans_init", "INITS"]

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from ..contract import Defense
-from ..jpeg.validate import check_choice, check_image
+from ..jpeg.validate import check_image
+from ..arguments import check_choice
 from .registry import register
 
 __all__ = ["MedianSmoothing", "median_smoothing", "pad_index", "PAD_MODES"]

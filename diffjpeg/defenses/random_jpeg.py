@@ -7,7 +7,8 @@ from torch import Tensor
 
 from ..contract import Defense, draw_device
 from ..jpeg.codec import ROUNDINGS, diff_jpeg_unchecked
-from ..jpeg.validate import check_choice, check_generator, check_image, check_range, check_subsampling
+from ..jpeg.validate import check_image, check_subsampling
+from ..arguments import check_choice, check_generator, check_range
 
 __all__ = ["RandomJPEG"]
 

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from ..contract import Defense
 from ..jpeg.rounding import straight_through
-from ..jpeg.validate import check_generator, check_image, check_int, check_range, check_real
+from ..jpeg.validate import check_image
+from ..arguments import check_generator, check_int, check_range, check_real
 from .bit_depth import reduce_depth
 from .registry import register
 from ..files import atomic_torch_save

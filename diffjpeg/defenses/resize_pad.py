@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from ..contract import Defense, draw_device
-from ..jpeg.validate import check_choice, check_generator, check_image, check_int, check_real
+from ..jpeg.validate import check_image
+from ..arguments import check_choice, check_generator, check_int, check_real
 from .registry import register
 
 __all__ = ["RandomResizePad", "resize_pad", "RESIZE_MODES"]

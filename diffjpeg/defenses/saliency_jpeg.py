@@ -41,7 +41,8 @@ from ..contract import Defense
 from ..jpeg.chroma import FACTORS
 from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
 from ..jpeg.rounding import round_half_away, round_ste
-from ..jpeg.validate import check_image, check_int, check_quality, check_subsampling
+from ..jpeg.validate import check_image, check_quality, check_subsampling
+from ..arguments import check_int
 from .registry import register
 
 __all__ = ["SaliencyJPEG", "block_saliency", "coarse_tables", "gradient_saliency", "saliency_jpeg_coefficients",

@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from ..contract import Defense, draw_device
-from ..jpeg.validate import check_choice, check_generator, check_image, check_int, check_real
+from ..jpeg.validate import check_image
+from ..arguments import check_choice, check_generator, check_int, check_real
 from .registry import register
 
 __all__ = ["TVM", "tv_reconstruct", "tv_objective", "TV_NORMS"]

@@ -47,7 +47,7 @@ from ..files import atomic_write
 from ..spec import parse_spec
 from ..wrappers import BPDA, EOT, DefendedModel
 from .config import BenchConfig, load_config, validate
-from .report import psnr
+from ..metrics import psnr, ssim
 
 __all__ = ["Row", "plan_rows", "run_benchmark", "main"]
 
@@ -229,18 +229,6 @@ def task_clean(ctx: Context, b: int, sl: slice) -> list[dict]:
             recs.append({"kind": "defended", "defense": spec, "id": ctx.ids[sl.start + i], "label": int(y[i]),
                          "defended": int(pred[i]), "psnr": psnr(xd[i], x[i]), "ssim": ssim(xd[i], x[i])})
     return recs
-
-
-def ssim(a: Tensor, b: Tensor) -> float | None:
-    """SSIM of two ``(C, H, W)`` images in [0, 1] (scikit-image; window shrunk for small images, None below 3 px)."""
-    from skimage.metrics import structural_similarity
-
-    win = min(7, *a.shape[1:])
-    win -= 1 - win % 2
-    if win < 3:
-        return None
-    return float(structural_similarity(a.double().cpu().numpy(), b.double().cpu().numpy(), channel_axis=0,
-                                       data_range=1.0, win_size=win))
 
 
 def task_graybox(ctx: Context, b: int, sl: slice, rows: list[Row]) -> list[dict]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..jpeg.validate import check_int, check_real
+from ..arguments import check_int, check_real
 from ..spec import parse_spec, parse_value
 
 __all__ = ["BenchConfig", "DEFAULT_DEFENSES", "FULL_DEFENSES", "GRIDS", "SELECTORS", "THREAT_MODELS", "load_config"]

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..jpeg.codec import diff_jpeg
+from ..metrics import psnr
 from ..jpeg.real import real_jpeg
 
 QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90, 95, 99)
@@ -50,12 +51,6 @@ def to_tensor(image: np.ndarray, setting: str) -> torch.Tensor:
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)[None, :, None, None]
         x = torch.floor((x * weights).sum(1, keepdim=True) * 255.0 + 0.5) / 255.0
     return x.float()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images (or batches, one MSE over all) in [0, 1]; ``inf`` when identical."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def identical(a: torch.Tensor, b: torch.Tensor) -> float:

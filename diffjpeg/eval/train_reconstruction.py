@@ -30,7 +30,7 @@ from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth
 from ..files import atomic_torch_save
 from ..wrappers import predict
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
-from .report import psnr
+from ..metrics import psnr
 from .zoo import SmallCNN
 
 __all__ = ["FMNISTNet", "SmallCNN", "accuracy", "cached_classifier", "main", "psnr", "train_classifier"]

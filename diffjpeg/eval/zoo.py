@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..files import atomic_torch_save
-from ..jpeg.validate import check_int
+from ..arguments import check_int
 from ..wrappers import DefendedModel
 
 __all__ = ["MODEL_CHOICES", "LoadedModel", "SmallCNN", "load_model", "save_small_cnn"]

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..contract import Defense
+from .. import arguments
 from . import validate
 from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample, plane_sizes, sampling_factors
@@ -200,7 +201,7 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
 def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> Tensor | None:
     """All boundary checks of :func:`diff_jpeg`; returns the normalised tables (or ``None``)."""
     validate.check_image(x)
-    validate.check_choice(rounding, ROUNDINGS, "rounding")
+    arguments.check_choice(rounding, ROUNDINGS, "rounding")
     if qtables is not None:
         return validate.check_qtables(qtables, batch=x.shape[0])
     validate.check_quality(q, batch=x.shape[0])
@@ -300,7 +301,7 @@ class DiffJPEG(Defense):
                  terms: int = TERMS, exact: bool = False, generator: torch.Generator | None = None):
         super().__init__()
         subsampling = validate.check_subsampling(subsampling)
-        validate.check_choice(rounding, ROUNDINGS, "rounding")
+        arguments.check_choice(rounding, ROUNDINGS, "rounding")
         validate.check_estimator_options(temperature, terms)
         if qtables is not None:
             qtables = validate.check_qtables(qtables).to(torch.float32)

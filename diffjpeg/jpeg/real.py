@@ -54,7 +54,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..contract import Defense
-from .validate import check_choice, check_image, check_qtables, check_quality, check_subsampling
+from .validate import check_image, check_qtables, check_quality, check_subsampling
+from ..arguments import check_choice
 
 BACKENDS = ("auto", "pillow", "torchvision")
 #: Pillow's ``subsampling=`` codes

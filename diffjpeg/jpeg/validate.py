@@ -1,8 +1,9 @@
-"""Argument checks for the public boundary of the codec and the defenses built on it.
+"""The codec's argument checks: images, qualities, quantisation tables, subsampling and the
+rounding estimators' options (generic int/real/choice checks are :mod:`diffjpeg.arguments`).
 
 Each check raises ``TypeError`` (wrong kind of object) or ``ValueError`` (right kind, wrong
-content) with a message that names the argument, what was expected and what came in. Inside the
-pipeline nothing is checked again.
+content) with a message that names the argument, what was expected and what came in. They run
+once, at the public boundary; inside the pipeline nothing is checked again.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from numbers import Integral, Real
 
 import torch
 from torch import Tensor
+
+from ..arguments import check_batch, check_choice
 
 SUBSAMPLINGS = ("444", "422", "420")
 #: float rounding slack allowed outside [0, 1] (e.g. from a normalise/denormalise round trip)
@@ -108,75 +111,16 @@ def check_qtables(qtables: object, name: str = "qtables", batch: int | None = No
     return qtables
 
 
-def check_batch(n: int, batch: int, name: str) -> None:
-    """A per-image argument with ``n`` entries must match the batch size."""
-    if n != batch:
-        raise ValueError(f"{name} has {n} entries but the batch has {batch} images")
-
-
-def check_choice(value: object, choices: tuple[str, ...], name: str) -> str:
-    """``value`` must be one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def check_estimator_options(temperature: object, terms: object) -> None:
     """``temperature`` > 0 (the "soft" estimator), ``terms`` a positive int (the "fourier" estimator)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (0 < temperature < math.inf):
+    if isinstance(temperature, bool) or not isinstance(temperature, Real):
+        raise TypeError(f"temperature must be a positive finite number, got {type(temperature).__name__} "
+                        f"{temperature!r}")
+    if not 0 < temperature < math.inf:
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if isinstance(terms, bool) or not isinstance(terms, int) or terms < 1:
+    if isinstance(terms, bool) or not isinstance(terms, Integral):
+        raise TypeError(f"terms must be a positive int, got {type(terms).__name__} {terms!r}")
+    if terms < 1:
         raise ValueError(f"terms must be a positive int, got {terms!r}")
-
-
-def check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
-    """``value`` must be an integer (not a bool) in ``[lo, hi]`` (``hi=None``: no upper bound)."""
-    bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer {bound}, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be an integer {bound}, got {value}")
-    return value
-
-
-def check_real(value: object, name: str, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
-               hi_open: bool = False) -> float:
-    """``value`` must be a finite real number (not a bool) in the interval from ``lo`` to ``hi``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        left = "(" if lo_open or lo == -math.inf else "["
-        right = ")" if hi_open or hi == math.inf else "]"
-        raise ValueError(f"{name} must be a finite number in {left}{lo:g}, {hi:g}{right}, got {value!r}")
-    return value
-
-
-def check_generator(generator: object) -> torch.Generator | None:
-    """``generator`` must be a ``torch.Generator`` or ``None`` (torch's global RNG)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
-
-
-def check_range(value: object, name: str, lo: float, hi: float, integer: bool) -> tuple:
-    """``value`` must be a pair ``(a, b)`` with ``lo <= a <= b <= hi``, or one value ``a`` (read as ``(a, a)``).
-
-    ``integer``: the entries must be ints (returned as ints), else real numbers (returned as floats).
-    """
-    kind, cast = (Integral, int) if integer else (Real, float)
-    noun = "int" if integer else "number"
-
-    def ok(v: object) -> bool:
-        return isinstance(v, kind) and not isinstance(v, bool)
-
-    if ok(value):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(ok(v) for v in value):
-        raise TypeError(f"{name} must be a pair of {noun}s (lo, hi) in [{lo:g}, {hi:g}] or one {noun}, got {value!r}")
-    a, b = cast(value[0]), cast(value[1])
-    if not lo <= a <= b <= hi:
-        raise ValueError(f"{name} must satisfy {lo:g} <= lo <= hi <= {hi:g}, got ({a:g}, {b:g})")
-    return a, b

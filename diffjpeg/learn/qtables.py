@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .. import arguments
 from ..jpeg import validate
 from ..jpeg.codec import DiffJPEG
 from ..jpeg.real import PIL_SUBSAMPLING, to_uint8
@@ -150,13 +151,13 @@ def _check_adversarial(adversarial: object) -> dict | None:
     if unknown or "eps" not in adversarial:
         raise ValueError(f"adversarial must have key 'eps' and optionally {sorted(_ADVERSARIAL_KEYS - {'eps'})}, "
                          f"got keys {sorted(adversarial)}")
-    out = {"eps": validate.check_real(adversarial["eps"], "adversarial['eps']", 0.0, 1.0, lo_open=True),
-           "steps": validate.check_int(adversarial.get("steps", 3), "adversarial['steps']", 1),
+    out = {"eps": arguments.check_real(adversarial["eps"], "adversarial['eps']", 0.0, 1.0, lo_open=True),
+           "steps": arguments.check_int(adversarial.get("steps", 3), "adversarial['steps']", 1),
            "alpha": None, "weight": 1.0}
     if adversarial.get("alpha") is not None:
-        out["alpha"] = validate.check_real(adversarial["alpha"], "adversarial['alpha']", 0.0, 1.0, lo_open=True)
+        out["alpha"] = arguments.check_real(adversarial["alpha"], "adversarial['alpha']", 0.0, 1.0, lo_open=True)
     if adversarial.get("weight") is not None:
-        out["weight"] = validate.check_real(adversarial["weight"], "adversarial['weight']", 0.0, float("inf"),
+        out["weight"] = arguments.check_real(adversarial["weight"], "adversarial['weight']", 0.0, float("inf"),
                                             hi_open=True)
     return out
 
@@ -221,13 +222,13 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
         raise ValueError(f"labels must be an int64 tensor of shape ({images.shape[0]},) (one per image), got {got}")
     validate.check_quality(init_quality, "init_quality")
-    lam = validate.check_real(lam, "lam", 0.0, float("inf"), hi_open=True)
-    steps = validate.check_int(steps, "steps", 1)
-    lr = validate.check_real(lr, "lr", 0.0, float("inf"), lo_open=True, hi_open=True)
-    batch_size = validate.check_int(batch_size, "batch_size", 1)
-    checkpoint_every = validate.check_int(checkpoint_every, "checkpoint_every", 1)
+    lam = arguments.check_real(lam, "lam", 0.0, float("inf"), hi_open=True)
+    steps = arguments.check_int(steps, "steps", 1)
+    lr = arguments.check_real(lr, "lr", 0.0, float("inf"), lo_open=True, hi_open=True)
+    batch_size = arguments.check_int(batch_size, "batch_size", 1)
+    checkpoint_every = arguments.check_int(checkpoint_every, "checkpoint_every", 1)
     adversarial = _check_adversarial(adversarial)
-    generator = validate.check_generator(generator)
+    generator = arguments.check_generator(generator)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -238,7 +239,7 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
 
     device = next(classifier.parameters()).device if any(True for _ in classifier.parameters()) \
         else images.device
-    validate.check_choice(rounding, ("ste", "noise", "soft", "cubic", "fourier"), "rounding")
+    arguments.check_choice(rounding, ("ste", "noise", "soft", "cubic", "fourier"), "rounding")
     layer = DiffJPEG(init_quality, subsampling, rounding, qtables=init_tables, learnable=True,
                      generator=generator).to(device)
     optimizer = torch.optim.Adam(layer.parameters(), lr=lr)

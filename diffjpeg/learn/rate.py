@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .. import arguments
 from ..jpeg import validate
 from ..jpeg.codec import encode_coefficients
 from ..jpeg.real import PIL_SUBSAMPLING, to_uint8
@@ -59,9 +60,9 @@ def rate_proxy(x: Tensor, tables: Tensor, subsampling: str = "420", *, symbol_bi
     validate.check_image(x)
     subsampling = validate.check_subsampling(subsampling)
     tables = validate.check_qtables(tables, "tables", batch=x.shape[0])
-    validate.check_real(symbol_bits, "symbol_bits", 0.0, float("inf"), hi_open=True)
-    validate.check_real(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
-    validate.check_choice(reduction, ("mean", "none"), "reduction")
+    arguments.check_real(symbol_bits, "symbol_bits", 0.0, float("inf"), hi_open=True)
+    arguments.check_real(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
+    arguments.check_choice(reduction, ("mean", "none"), "reduction")
     work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     b, _, h, w = x.shape
     t = round_ste(tables.to(device=x.device, dtype=work))
