@@ -26,13 +26,30 @@ from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample, plane_sizes, sampling_factors
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
-from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, round_ste, rounding_function, sample_ste, store_ste,
-                       straight_through)
+from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, floor_ste, round_ste, rounding_function, sample_ste,
+                       store_ste, straight_through)
 from .tables import quality_tables
 
 #: estimators whose forward pass stores pixels as 8-bit integers, as libjpeg does
 INTEGER_ROUNDINGS = ("ste", "noise")
+#: the default quality of ``DiffJPEG`` and ``JPEG``: libjpeg's and Pillow's default
+DEFAULT_QUALITY = 75
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def working_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the codec computes ``x`` in: float32 for float16 / bfloat16, else ``x``'s own."""
+    return torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+
+
+def integer_quality(q: Tensor) -> Tensor:
+    """The quality an encoder uses: ``floor(q + 1/2)`` (nearest integer, halves up), identity gradient.
+
+    Encoders take integer qualities; the real codec rounds ``q`` the same way, so ``DiffJPEG(q=50.5)``
+    and ``JPEG(q=50.5)`` are both quality 51, while the gradient with respect to ``q`` is that of the
+    real-valued table formula.
+    """
+    return floor_ste(q + 0.5)
 
 
 def _clip(x: Tensor) -> Tensor:
@@ -186,12 +203,13 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
 def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype) -> Tensor:
     """The ``(B, 2, 8, 8)`` integer-valued tables for quality ``q`` or explicit ``qtables``.
 
-    Explicit tables are rounded to integers (straight-through), as a JPEG file stores them.
+    ``q`` is rounded by :func:`integer_quality` and explicit tables to integers (both
+    straight-through), as an encoder takes them and a JPEG file stores them.
     """
     if qtables is None:
         q = torch.as_tensor(q, device=device, dtype=dtype).expand(batch) if not isinstance(q, Tensor) or q.ndim == 0 \
             else q.to(device=device, dtype=dtype)
-        return quality_tables(q)
+        return quality_tables(integer_quality(q))
     qtables = qtables.to(device=device, dtype=dtype)
     if qtables.ndim == 3:
         qtables = qtables.expand(batch, -1, -1, -1)
@@ -199,7 +217,12 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
 
 
 def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> Tensor | None:
-    """All boundary checks of :func:`diff_jpeg`; returns the normalised tables (or ``None``)."""
+    """The checks of ``x``, ``rounding`` and ``q`` / ``qtables`` that :func:`diff_jpeg` and every
+    ``DiffJPEG.forward`` run; returns the normalised tables (or ``None``).
+
+    ``subsampling`` and the estimator options are checked separately (by :func:`diff_jpeg` on
+    every call, by ``DiffJPEG`` once at construction); ``subsampling`` is unused here.
+    """
     validate.check_image(x)
     arguments.check_choice(rounding, ROUNDINGS, "rounding")
     if qtables is not None:
@@ -208,15 +231,17 @@ def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> T
     return None
 
 
-def diff_jpeg(x: Tensor, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
+def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str = "420", rounding: str = "ste",
               qtables: Tensor | None = None, *, temperature: float = TEMPERATURE, terms: int = TERMS,
               exact: bool = False, training: bool = False, generator: torch.Generator | None = None) -> Tensor:
     """JPEG-compress and decompress ``x`` differentiably.
 
     Args:
         x: ``(B, C, H, W)`` float image in [0, 1], C in {1, 3} (C = 1 is grayscale JPEG), any H, W >= 1.
-        q: quality in [1, 100], a number or a ``(B,)`` tensor (one per image). Differentiable: the
-            quality-to-table step floors with a straight-through gradient.
+        q: quality in [1, 100], a number or a ``(B,)`` tensor (one per image); default 75. The
+            forward pass uses the nearest integer quality (halves up), as encoders do
+            (:func:`integer_quality`). Differentiable: the rounding and the quality-to-table step
+            are floors with a straight-through gradient.
         subsampling: chroma subsampling "444", "422" or "420".
         rounding: gradient estimator of the coefficient rounding: "ste", "cubic", "soft", "fourier", "noise".
         qtables: ``(8, 8)``, ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` tables in natural order, entries in
@@ -247,7 +272,7 @@ def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Call
 def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEMPERATURE, terms=TERMS, exact=False,
                         training=False, generator=None) -> Tensor:
     """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary)."""
-    work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    work = working_dtype(x)
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
     rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
@@ -296,7 +321,7 @@ class DiffJPEG(Defense):
 
     differentiable = True
 
-    def __init__(self, q: float | Tensor = 20, subsampling: str = "420", rounding: str = "ste",
+    def __init__(self, q: float | Tensor = DEFAULT_QUALITY, subsampling: str = "420", rounding: str = "ste",
                  qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = TEMPERATURE,
                  terms: int = TERMS, exact: bool = False, generator: torch.Generator | None = None):
         super().__init__()
@@ -318,7 +343,7 @@ class DiffJPEG(Defense):
                 if isinstance(q, Tensor) and q.ndim == 1:
                     raise ValueError("q must be a single quality when learnable=True (one pair of tables is learnt), "
                                      f"got a tensor of shape {tuple(q.shape)}")
-                qtables = quality_tables(torch.as_tensor(q, dtype=torch.float32).reshape(1))[0]
+                qtables = resolve_qtables(q, None, 1, "cpu", torch.float32)[0]
             if qtables.ndim != 3:
                 raise ValueError(f"qtables must be (2, 8, 8) when learnable=True, got shape {tuple(qtables.shape)}")
             self.qtables = nn.Parameter(qtables.clone())
@@ -348,7 +373,7 @@ class DiffJPEG(Defense):
         """
         tables = self.qtables
         if tables is None:
-            tables = quality_tables(torch.as_tensor(self.q, dtype=torch.float32).reshape(-1)[:1])[0]
+            tables = resolve_qtables(self.q, None, 1, "cpu", torch.float32)[0]
         if tables.ndim == 4:
             raise ValueError("export_qtables needs one pair of tables; this layer has per-image tables")
         ints = tables.detach().clamp(1, 255).round().to(torch.int64).cpu()

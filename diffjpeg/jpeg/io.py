@@ -11,7 +11,10 @@ Conventions (the same as :func:`diffjpeg.jpeg.codec.encode_coefficients` and
 * tables: ``(n_tables, 8, 8)`` ``int32`` in natural order, plus ``table_index``, the table of
   each component (``(0, 1, 1)`` in files from libjpeg / Pillow).
 
-Reading and writing are lossless: no pixel is decoded and nothing is re-quantised.
+Reading and writing are lossless: no pixel is decoded and nothing is re-quantised. Decoding
+coefficients to pixels differentiably is :mod:`diffjpeg.jpeg.decoding` (:func:`decode_file` here
+reads and decodes in one call); writing an image tensor with Pillow is
+:func:`diffjpeg.jpeg.pillow.save_jpeg`. Both names stay importable from this module.
 
 Supported files: baseline and extended sequential Huffman JPEGs and progressive JPEGs, 8-bit,
 grayscale (1 component) or YCbCr (3 components), any sampling factors for reading.
@@ -478,64 +481,26 @@ def write_coefficients(
 
 
 # ----------------------------------------------------------------------------------------------
-# differentiable decoding and convenience
-
-
-def decode(jc: JPEGCoefficients, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """Decode coefficients with the differentiable decoder: ``(1, C, H, W)`` in [0, 1].
-
-    Runs :func:`~diffjpeg.jpeg.codec.decode_coefficients` (libjpeg's islow IDCT and fancy
-    upsampling modelled in float with straight-through 8-bit storage): within about one gray
-    level of libjpeg-turbo's own decode (``exact_decode`` is bit-exact).
-    """
-    from .codec import decode_coefficients
-
-    coefs, tables = jc.to_batch(dtype, device)
-    return decode_coefficients(coefs, tables, jc.subsampling, (jc.height, jc.width))
+# convenience
 
 
 def decode_file(path, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """Read a JPEG's coefficients and decode them differentiably: ``(1, C, H, W)`` in [0, 1]."""
+    """Read a JPEG's coefficients and decode them differentiably: ``(1, C, H, W)`` in [0, 1].
+
+    :func:`read_coefficients` followed by :func:`diffjpeg.jpeg.decoding.decode`.
+    """
+    from .decoding import decode
+
     return decode(read_coefficients(path), dtype, device)
 
 
-def save_jpeg(path, x, q: int = 75, subsampling: str = "420", qtables=None, **kwargs) -> None:
-    """Save an image tensor as a JPEG with the real codec, or coefficients losslessly.
+#: names that moved out of this module, still importable from it: differentiable decoding and Pillow file writing
+_MOVED = {"decode": "diffjpeg.jpeg.decoding", "save_jpeg": "diffjpeg.jpeg.pillow"}
 
-    Args:
-        path: destination.
-        x: an image ``(1, C, H, W)`` or ``(C, H, W)`` float in [0, 1] -- saved with Pillow
-            (libjpeg-turbo) at quality ``q`` or with ``qtables``, after ``floor(x * 255 + 0.5)`` --;
-            or coefficients (a :class:`JPEGCoefficients` or a list of per-component tensors), which
-            go to :func:`write_coefficients` with ``qtables`` and ``kwargs`` (``size``,
-            ``subsampling``).
-    """
-    if isinstance(x, JPEGCoefficients) or isinstance(x, (list, tuple)):
-        if isinstance(x, JPEGCoefficients):
-            write_coefficients(path, x)
-        else:
-            write_coefficients(path, x, qtables, subsampling=kwargs.pop("subsampling", None), **kwargs)
-        return
-    from PIL import Image
 
-    from .real import PIL_SUBSAMPLING, integer_tables, round_quality, to_uint8
-    from .validate import check_image, check_quality
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
 
-    if isinstance(x, Tensor) and x.ndim == 3:
-        x = x[None]
-    x = check_image(x)
-    if x.shape[0] != 1:
-        raise ValueError(f"x must hold one image, got a batch of {x.shape[0]}")
-    subsampling = check_subsampling(subsampling)
-    pixels = to_uint8(x)[0].permute(1, 2, 0).cpu().numpy()
-    if pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    options: dict = {"format": "JPEG"}
-    if qtables is not None:
-        tables = integer_tables(check_qtables(qtables), 1)[0]
-        options["qtables"] = [t.reshape(64).tolist() for t in tables[: 1 if pixels.ndim == 2 else 2]]
-    else:
-        options["quality"] = round_quality(check_quality(q), 1)[0]
-    if pixels.ndim == 3:
-        options["subsampling"] = PIL_SUBSAMPLING[subsampling]
-    Image.fromarray(pixels).save(os.fspath(path), **options)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,10 +9,15 @@ Pipeline, per image:
 
 1. ``x`` (float in [0, 1]) becomes ``uint8`` by ``floor(x * 255 + 0.5)`` clipped to [0, 255]
    (round half up, what ``torchvision.transforms.functional.to_pil_image`` does *not* do: it
-   truncates; we round so that ``x = k / 255`` maps back to ``k`` exactly).
+   truncates; rounding maps ``x = k / 255`` back to ``k`` exactly). float16 / bfloat16 inputs are
+   converted in float32, as ``DiffJPEG`` does, so both codecs see the same 8-bit image.
 2. The image is encoded (C = 3: YCbCr with the chosen chroma subsampling; C = 1: a grayscale JPEG,
    which has no chroma and uses only the luma table) and decoded again.
-3. The decoded ``uint8`` pixels are divided by 255 and returned in ``x``'s dtype and on its device.
+3. The decoded ``uint8`` pixels are divided by 255 (in float32 for half inputs) and returned in
+   ``x``'s dtype and on its device.
+
+The Pillow side (8-bit conversion, quality and tables, subsampling codes, encode, decode) is the
+adapter :mod:`diffjpeg.jpeg.pillow`.
 
 Backends:
 
@@ -35,14 +40,14 @@ Backends:
     Pillow for everything else. On CPU this is always Pillow (libjpeg-turbo), i.e. the exact codec.
 
 Quality and tables: ``q`` is an int, float or ``(B,)`` tensor in [1, 100]; real encoders take
-integer qualities, so ``q`` is rounded to the nearest integer (halves up). ``qtables`` (``(8, 8)``,
+integer qualities, so ``q`` is rounded to the nearest integer (halves up; ``DiffJPEG`` follows the
+same rule, so ``JPEG(q=50.5)`` and ``DiffJPEG(q=50.5)`` are both Pillow's quality 51). ``qtables`` (``(8, 8)``,
 ``(2, 8, 8)`` or ``(B, 2, 8, 8)``, natural order, entries in [1, 255]) take precedence over ``q``
 when given; they are rounded to integers and handed to Pillow as they are (Pillow would scale
 custom tables by ``quality`` if one were passed with them, so none is).
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -50,81 +55,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from ..contract import Defense
-from .validate import check_image, check_qtables, check_quality, check_subsampling
 from ..arguments import check_choice
+from ..contract import Defense
+from . import pillow
+from .codec import DiffJPEG, working_dtype
+from .pillow import integer_tables, round_quality, to_uint8
+from .validate import check_image, check_qtables, check_quality, check_subsampling
+
+__all__ = ["BACKENDS", "JPEG", "real_jpeg", "to_uint8"]
 
 BACKENDS = ("auto", "pillow", "torchvision")
-#: Pillow's ``subsampling=`` codes
-PIL_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 #: images smaller than this (H * W) are coded serially: the thread pool costs more than it saves
 _THREAD_MIN_PIXELS = 128 * 128
 
 
 # ----------------------------------------------------------------------------------------------
-# conversions
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """``(B, C, H, W)`` float in [0, 1] -> ``uint8`` by ``floor(x * 255 + 0.5)``, clipped to [0, 255]."""
-    return torch.floor(x.detach() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-
-
-def round_quality(q: float | Tensor, batch: int) -> list[int]:
-    """``q`` (number, 0-d or ``(B,)`` tensor in [1, 100]) -> ``batch`` integer qualities, halves up."""
-    if isinstance(q, Tensor):
-        values = torch.floor(q.detach().double().cpu() + 0.5).to(torch.int64).reshape(-1)
-        if values.numel() == 1:
-            return [int(values[0])] * batch
-        return [int(v) for v in values]
-    return [int(math.floor(float(q) + 0.5))] * batch
-
-
-def integer_tables(qtables: Tensor, batch: int) -> np.ndarray:
-    """Checked tables ``(2, 8, 8)`` or ``(B, 2, 8, 8)`` -> ``(batch, 2, 8, 8)`` int64, rounded half up."""
-    t = torch.floor(qtables.detach().double().cpu() + 0.5).to(torch.int64)
-    if t.ndim == 3:
-        t = t.expand(batch, 2, 8, 8)
-    return t.numpy()
-
-
-# ----------------------------------------------------------------------------------------------
-# one image through Pillow
-
-
-def pillow_roundtrip(
-    pixels: np.ndarray, quality: int | None, subsampling: str, tables: np.ndarray | None
-) -> np.ndarray:
-    """Encode and decode one image with Pillow (libjpeg-turbo).
-
-    Args:
-        pixels: ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB) ``uint8``.
-        quality: integer libjpeg quality in [1, 100]; ignored when ``tables`` is given.
-        subsampling: "444", "422" or "420" (ignored for grayscale).
-        tables: ``(2, 8, 8)`` integer tables in natural order (luma, chroma) or ``None``.
-
-    Returns:
-        The decoded image, same shape, ``uint8``.
-    """
-    image = Image.fromarray(pixels)
-    kwargs: dict = {"format": "JPEG"}
-    if tables is not None:
-        # Pillow scales custom tables by ``quality`` when it is given (libjpeg's
-        # jpeg_add_quant_table scale_factor), so pass none: the tables are written as they are.
-        n = 1 if pixels.ndim == 2 else 2
-        kwargs["qtables"] = [tables[i].reshape(64).tolist() for i in range(n)]
-    else:
-        kwargs["quality"] = int(quality)
-    if pixels.ndim == 3:
-        kwargs["subsampling"] = PIL_SUBSAMPLING[subsampling]
-    buffer = io.BytesIO()
-    image.save(buffer, **kwargs)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded)
+# a batch through Pillow
 
 
 def _pillow_batch(
@@ -137,8 +85,8 @@ def _pillow_batch(
     batch = arr.shape[0]
 
     def one(i: int) -> np.ndarray:
-        return pillow_roundtrip(np.ascontiguousarray(arr[i]), qualities[i],
-                                subsampling, None if tables is None else tables[i])
+        return pillow.decode(pillow.encode(np.ascontiguousarray(arr[i]), qualities[i],
+                                           None if tables is None else tables[i], subsampling))
 
     if threads is None:
         threads = min(batch, os.cpu_count() or 1) if arr.shape[1] * arr.shape[2] >= _THREAD_MIN_PIXELS else 1
@@ -251,7 +199,8 @@ def _run(x: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray |
             decoded = _torchvision_batch(u8, qualities)
         else:
             decoded = _pillow_batch(u8, qualities, subsampling, tables, threads)
-        return decoded.to(device=x.device, dtype=x.dtype).div_(255.0)
+        # k / 255 in float32 for half inputs, then cast: the same values DiffJPEG returns
+        return decoded.to(device=x.device, dtype=working_dtype(x)).div_(255.0).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,8 +245,6 @@ class JPEG(Defense):
 
     def surrogate(self):
         """A ``DiffJPEG`` with identical settings, for BPDA's backward pass."""
-        from .codec import DiffJPEG  # lazy: keeps this module importable on its own
-
         q = self.q
         if isinstance(q, Tensor):
             q = torch.floor(q.double() + 0.5).to(torch.get_default_dtype())

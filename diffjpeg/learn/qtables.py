@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import arguments
 from ..jpeg import validate
 from ..jpeg.codec import DiffJPEG
-from ..jpeg.real import PIL_SUBSAMPLING, to_uint8
+from ..jpeg.pillow import write_image
 from ..wrappers import DefendedModel
 from .rate import rate_proxy
 from ..files import atomic_torch_save, atomic_write
@@ -330,14 +329,7 @@ def export_jpeg(path: str | os.PathLike, image: Tensor, tables: object, subsampl
     if image.shape[0] != 1:
         raise ValueError(f"image must be one image, (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
     subsampling = validate.check_subsampling(subsampling)
-    t = tables_tensor(tables).to(torch.int64)
-    pixels = to_uint8(image)[0].cpu().numpy()
-    gray = pixels.shape[0] == 1
-    kwargs = {"qtables": [t[k].reshape(64).tolist() for k in range(1 if gray else 2)]}
-    if not gray:
-        kwargs["subsampling"] = PIL_SUBSAMPLING[subsampling]
-    Image.fromarray(np.ascontiguousarray(pixels[0] if gray else pixels.transpose(1, 2, 0))).save(path, "JPEG",
-                                                                                                   **kwargs)
+    write_image(path, image, tables=tables_tensor(tables).to(torch.int64).numpy(), subsampling=subsampling)
     return path
 
 

@@ -19,18 +19,15 @@ orders tables by the real sizes Pillow writes.
 """
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from .. import arguments
-from ..jpeg import validate
-from ..jpeg.codec import encode_coefficients
-from ..jpeg.real import PIL_SUBSAMPLING, to_uint8
+from ..jpeg import pillow, validate
+from ..jpeg.codec import encode_coefficients, working_dtype
 from ..jpeg.rounding import round_ste, straight_through
 
 __all__ = ["rate_proxy", "real_scan_bits", "real_bpp", "rate_correlation"]
@@ -63,7 +60,7 @@ def rate_proxy(x: Tensor, tables: Tensor, subsampling: str = "420", *, symbol_bi
     arguments.check_real(symbol_bits, "symbol_bits", 0.0, float("inf"), hi_open=True)
     arguments.check_real(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
     arguments.check_choice(reduction, ("mean", "none"), "reduction")
-    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    work = working_dtype(x)
     b, _, h, w = x.shape
     t = round_ste(tables.to(device=x.device, dtype=work))
     t = t.expand(b, -1, -1, -1) if t.ndim == 3 else t
@@ -114,19 +111,10 @@ def real_scan_bits(x: Tensor, tables: Tensor, subsampling: str = "420") -> np.nd
     validate.check_image(x)
     subsampling = validate.check_subsampling(subsampling)
     tables = validate.check_qtables(tables, "tables", batch=x.shape[0])
-    u8 = to_uint8(x).cpu().numpy()
-    t = torch.floor(tables.detach().double().cpu() + 0.5).to(torch.int64)
-    out = np.empty(x.shape[0], dtype=np.int64)
-    for i in range(x.shape[0]):
-        ti = t[i] if t.ndim == 4 else t
-        pixels = u8[i, 0] if x.shape[1] == 1 else u8[i].transpose(1, 2, 0)
-        kwargs = {"qtables": [ti[k].reshape(64).tolist() for k in range(1 if x.shape[1] == 1 else 2)]}
-        if x.shape[1] == 3:
-            kwargs["subsampling"] = PIL_SUBSAMPLING[subsampling]
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "JPEG", **kwargs)
-        out[i] = 8 * _scan_bytes(buffer.getvalue())
-    return out
+    u8 = pillow.to_uint8(x)
+    t = pillow.integer_tables(tables, x.shape[0])
+    return np.array([8 * _scan_bytes(pillow.encode(pillow.image_array(u8[i]), tables=t[i], subsampling=subsampling))
+                     for i in range(x.shape[0])], dtype=np.int64)
 
 
 def real_bpp(x: Tensor, tables: Tensor, subsampling: str = "420") -> float:
