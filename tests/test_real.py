@@ -233,3 +233,47 @@ def test_cuda_paths_against_cpu():
         assert y.device == xc.device
         assert torch.equal(y.cpu(), real_jpeg(x, 40, kwargs["subsampling"], backend="pillow"))
     assert torch.equal(real_jpeg(xc[:, :1], 40, "444").cpu(), real_jpeg(x[:, :1], 40, "444"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_are_quantised_in_float32_as_diffjpeg_does(dtype):
+    """JPEG on a half-precision image codes the 8-bit image float32 gives, like its DiffJPEG surrogate."""
+    from diffjpeg.jpeg.codec import DiffJPEG
+    from diffjpeg.wrappers import BPDA
+
+    x = images(3, 3, 37, 45, seed=5).to(dtype)
+    assert torch.equal(to_uint8(x), to_uint8(x.float()))
+    for q in (20, 75):
+        y = BPDA(JPEG(q))(x)
+        assert y.dtype == dtype
+        assert torch.equal(y, DiffJPEG(q)(x))
+        assert torch.equal(y, real_jpeg(x.float(), q).to(dtype))
+
+
+def test_real_valued_quality_is_the_nearest_integer_in_both_codecs():
+    """One rule: the forward pass uses round-half-up(q), a JPEG Pillow writes; the gradient is the formula's."""
+    from diffjpeg.jpeg.codec import DiffJPEG, diff_jpeg
+
+    x = images(2, 3, 24, 24, seed=9)
+    for q, integer in ((50.5, 51), (49.5, 50), (30.4, 30), (74.6, 75), (1.4, 1), (99.5, 100)):
+        expected = real_jpeg(x, integer)
+        assert torch.equal(JPEG(q)(x), expected), q
+        assert torch.equal(DiffJPEG(q)(x), expected), q
+    q = torch.tensor([50.5, 20.2], requires_grad=True)
+    y = diff_jpeg(x, q)
+    assert torch.equal(y.detach(), real_jpeg(x, torch.tensor([51.0, 20.0])))
+    y.sum().backward()
+    assert torch.isfinite(q.grad).all() and (q.grad != 0).all()
+    assert DiffJPEG(q=50.5).export_qtables() == DiffJPEG(q=51).export_qtables()
+
+
+def test_one_default_quality():
+    import inspect
+
+    from diffjpeg.jpeg.codec import DEFAULT_QUALITY, DiffJPEG, diff_jpeg
+
+    assert DEFAULT_QUALITY == 75
+    for f in (JPEG, DiffJPEG, real_jpeg, diff_jpeg):
+        assert inspect.signature(f).parameters["q"].default == DEFAULT_QUALITY, f
+    x = images(1, 3, 16, 16)
+    assert torch.equal(JPEG()(x), DiffJPEG()(x))

@@ -1,5 +1,6 @@
-"""BitDepth: colour-depth reduction (feature squeezing), and the argument checks the pixel-space
-defenses share.
+"""BitDepth: colour-depth reduction (feature squeezing); :func:`bit_depth` is its checked
+functional form and :func:`reduce_depth` the unchecked mapping, which the pixel-depth compression of
+:mod:`diffjpeg.defenses.reconstruction` reuses.
 
 Two mappings, both applied to every channel of every pixel independently:
 

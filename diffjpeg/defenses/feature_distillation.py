@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..contract import Defense
-from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
+from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables, working_dtype
 from ..jpeg.rounding import round_ste
 from ..jpeg.validate import check_image, check_qtables, check_quality, check_subsampling
 from ..arguments import check_choice, check_int
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 MODES = ("1pass", "2pass")
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def zigzag_order() -> list[tuple[int, int]]:
@@ -210,7 +209,7 @@ def _feature_distillation(x: Tensor, tables: Tensor, mode: str, q, subsampling: 
 
 def _fd_coefficients(x: Tensor, tables: Tensor, mode: str, q, subsampling: str):
     """Quantised coefficients in FD-table units, the ``(B, 2, 8, 8)`` FD tables and the standard tables."""
-    work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    work = working_dtype(x)
     y = x.to(work)
     fd = resolve_qtables(None, tables, x.shape[0], x.device, work)
     if mode == "2pass":

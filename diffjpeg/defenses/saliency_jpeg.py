@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..contract import Defense
 from ..jpeg.chroma import FACTORS
-from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables
+from ..jpeg.codec import decode_coefficients, encode_coefficients, resolve_qtables, working_dtype
 from ..jpeg.rounding import round_half_away, round_ste
 from ..jpeg.validate import check_image, check_quality, check_subsampling
 from ..arguments import check_int
@@ -47,8 +47,6 @@ from .registry import register
 
 __all__ = ["SaliencyJPEG", "block_saliency", "coarse_tables", "gradient_saliency", "saliency_jpeg_coefficients",
            "salient_blocks"]
-
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _check_jitter(n_jitter: object, jitter: object, noise: object) -> tuple[int, int, float]:
@@ -306,7 +304,7 @@ class SaliencyJPEG(Defense):
         """Coefficients (in ``q_high`` table units, per component ``(B, nby, nbx, 8, 8)``), the
         ``(B, 2, 8, 8)`` ``q_high`` tables and the block mask, for one draw of the jitter."""
         check_image(x)
-        work = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+        work = working_dtype(x)
         sal = self.saliency(x.detach().to(work))
         mask = self.mask(sal)
         self.last_saliency, self.last_mask = sal, mask
