@@ -137,7 +137,8 @@ def quality_tables(q: float | Tensor) -> Tensor:
 
 
 def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
-                        quantize: Callable[[Tensor], Tensor] = rounding.round_ste, integer: bool = True) -> list[Tensor]:
+                        quantize: Callable[[Tensor], Tensor] = rounding.round_ste,
+                        integer: bool = True) -> list[Tensor]:
     """Pixels -> quantised DCT coefficients, one tensor per component (the codec's encoder).
 
     Args:
