@@ -15,7 +15,8 @@
   A randomised defense's function takes the drawn randomness as arguments: ``RandomJPEG`` is
   :func:`diff_jpeg` with a ``(B,)`` quality, ``RandomResizePad`` is :func:`resize_pad` with the
   drawn sizes and offsets, ``TVM`` is :func:`tv_reconstruct` with the drawn pixel mask.
-  ``PixelDepthReconstruction`` is :func:`bit_depth` with ``levels=k`` followed by its network.
+  ``PixelDepthReconstruction`` is its network applied to :func:`bit_depth` with ``levels=k``,
+  clamped to [0, 1].
 
 Every function checks its arguments once, at this boundary, and raises ``TypeError`` (wrong kind
 of object) or ``ValueError`` (wrong shape or values) naming the argument; e.g. :func:`dct_8x8` on
