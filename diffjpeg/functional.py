@@ -20,8 +20,9 @@
 
 Every function checks its arguments once, at this boundary, and raises ``TypeError`` (wrong kind
 of object) or ``ValueError`` (wrong shape or values) naming the argument; e.g. :func:`dct_8x8` on
-a plane whose width is not a multiple of 8 is refused rather than transformed wrongly. The stage
-modules under :mod:`diffjpeg.jpeg` hold the unchecked implementations these functions call.
+a plane whose width is not a multiple of 8 is refused rather than transformed wrongly. The codec's
+stage modules under :mod:`diffjpeg.jpeg` hold the unchecked implementations that the codec functions
+here call; the defenses' functions are their own modules' public, checked ones.
 
 Example::
 

@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import io
-import math
 import os
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .codec import working_dtype
+from .codec import integer_quality, working_dtype
 from .validate import check_image, check_qtables, check_quality, check_subsampling
 
 __all__ = ["PIL_SUBSAMPLING", "decode", "encode", "image_array", "integer_tables", "round_quality", "save_jpeg",
@@ -60,13 +59,13 @@ def to_uint8(x: Tensor) -> Tensor:
 
 
 def round_quality(q: float | Tensor, batch: int) -> list[int]:
-    """``q`` (number, 0-d or ``(B,)`` tensor in [1, 100]) -> ``batch`` integer qualities, halves up."""
-    if isinstance(q, Tensor):
-        values = torch.floor(q.detach().double().cpu() + 0.5).to(torch.int64).reshape(-1)
-        if values.numel() == 1:
-            return [int(values[0])] * batch
-        return [int(v) for v in values]
-    return [int(math.floor(float(q) + 0.5))] * batch
+    """``q`` (number, 0-d or ``(B,)`` tensor in [1, 100]) -> ``batch`` integer qualities.
+
+    The codec's rule (:func:`~diffjpeg.jpeg.codec.integer_quality`): the nearest integer, halves up.
+    """
+    t = q.detach().double().cpu() if isinstance(q, Tensor) else torch.tensor(float(q), dtype=torch.float64)
+    values = integer_quality(t).to(torch.int64).reshape(-1).tolist()
+    return values * batch if len(values) == 1 else values
 
 
 def integer_tables(qtables: Tensor, batch: int) -> np.ndarray:

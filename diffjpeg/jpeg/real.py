@@ -48,7 +48,6 @@ custom tables by ``quality`` if one were passed with them, so none is).
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +59,7 @@ from torch import Tensor
 from ..arguments import check_choice
 from ..contract import Defense
 from . import pillow
-from .codec import DiffJPEG, working_dtype
+from .codec import DiffJPEG, integer_quality, working_dtype
 from .pillow import integer_tables, round_quality, to_uint8
 from .validate import check_image, check_qtables, check_quality, check_subsampling
 
@@ -245,11 +244,11 @@ class JPEG(Defense):
 
     def surrogate(self):
         """A ``DiffJPEG`` with identical settings, for BPDA's backward pass."""
-        q = self.q
+        q = self.q  # rounded as the forward pass rounds it
         if isinstance(q, Tensor):
-            q = torch.floor(q.double() + 0.5).to(torch.get_default_dtype())
+            q = integer_quality(q.double()).to(torch.get_default_dtype())
         else:
-            q = math.floor(float(q) + 0.5)
+            q = round_quality(q, 1)[0]
         tables = None if self.qtables is None else torch.floor(self.qtables.double() + 0.5).float()
         return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables)
 
