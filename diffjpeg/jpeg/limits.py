@@ -3,7 +3,7 @@
 A JPEG of a few hundred bytes can claim 65 535 x 65 535 pixels; decoding it, or reading its DCT
 coefficients, would allocate tens of gigabytes. :func:`check_jpeg` reads the frame header (SOF)
 of the bytes in hand -- a walk over the marker segments, nothing proportional to the claimed size
--- and refuses two kinds of file with :class:`DecompressionBombError` (a ``ValueError``):
+-- and refuses, with :class:`DecompressionBombError` (a ``ValueError``) for the first two:
 
 * images of more pixels than the limit, which is **Pillow's** ``PIL.Image.MAX_IMAGE_PIXELS``
   (89 478 485 pixels by default, about 9459 x 9459), read at every call. Raise it, or set it to
@@ -17,7 +17,11 @@ of the bytes in hand -- a walk over the marker segments, nothing proportional to
 * files whose data after the headers is too short for the size they claim: every 8 x 8 block of
   every component costs at least one bit of entropy-coded data (a Huffman code is at least one bit
   long, and every block's DC coefficient is coded), so a file with fewer than ``blocks / 8`` bytes
-  after its headers is truncated or forged, whatever its claimed size.
+  after its headers is truncated or forged, whatever its claimed size;
+* progressive files whose scans do not bring every coefficient of every component to full
+  precision (scans missing, as in a truncated file whose end was patched with an EOI marker):
+  libjpeg would smooth the blocks of such an image when it decodes pixels, so its coefficients are
+  not the image Pillow shows. Every encoder's progressive script is complete.
 
 The checks are pure functions of the bytes: :func:`read_frame_header` returns ``None`` for data it
 cannot find a frame header in (no SOI, truncated headers, ...), leaving the reader's own
@@ -26,20 +30,23 @@ validation to explain what is wrong.
 Example:
     >>> from diffjpeg.jpeg.limits import check_jpeg
     >>> check_jpeg(open("photo.jpg", "rb").read(), "photo.jpg")  # doctest: +SKIP
-    FrameHeader(height=480, width=640, components=((2, 2), (1, 1), (1, 1)), marker=192, header_bytes=623)
+    FrameHeader(height=480, width=640, components=((2, 2), (1, 1), (1, 1)), ids=(1, 2, 3), marker=192, header_bytes=623)
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
-__all__ = ["DecompressionBombError", "FrameHeader", "check_jpeg", "check_pixels", "max_image_pixels",
-           "min_scan_bytes", "read_frame_header"]
+__all__ = ["DecompressionBombError", "FrameHeader", "check_jpeg", "check_pixels", "incomplete_components",
+           "max_image_pixels", "min_scan_bytes", "read_frame_header"]
 
 #: SOF markers (every JPEG process): 0xc0-0xcf except DHT (0xc4), JPG (0xc8) and DAC (0xcc)
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 #: markers without a length field: TEM and RST0-7 (SOI/EOI end the walk)
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+#: a marker inside entropy-coded data: 0xff followed by anything but a stuffed 0x00, RSTn or fill
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 class DecompressionBombError(ValueError):
@@ -53,6 +60,7 @@ class FrameHeader:
     Attributes:
         height, width: image size in pixels (height 0 means "defined later by a DNL marker").
         components: ``(v, h)`` sampling factors of each component.
+        ids: the component identifiers (what scan headers refer to).
         marker: the SOF marker's second byte (0xc0 baseline, 0xc2 progressive, ...).
         header_bytes: offset of the first scan header (SOS), or the length of the data when none
             follows; what comes after is entropy-coded data (and later scan headers).
@@ -61,6 +69,7 @@ class FrameHeader:
     height: int
     width: int
     components: tuple[tuple[int, int], ...]
+    ids: tuple[int, ...]
     marker: int
     header_bytes: int
 
@@ -114,9 +123,42 @@ def read_frame_header(data: bytes) -> FrameHeader | None:
                             if 8 + 3 * i <= len(segment))
             if count < 1 or len(factors) != count or any(not (1 <= v <= 4 and 1 <= h <= 4) for v, h in factors):
                 return None
-            frame = (height, width, factors, marker)
+            frame = (height, width, factors, tuple(segment[6 + 3 * i] for i in range(count)), marker)
         pos += 2 + length
     return None if frame is None else FrameHeader(*frame, len(data))
+
+
+def incomplete_components(data: bytes, frame: FrameHeader) -> list[int]:
+    """Progressive ``data``: the components (indices) with a coefficient no scan brings to full precision.
+
+    Walks every scan header (SOS) of the file, skipping the entropy-coded data between them with
+    one regular-expression search per marker; a scan with successive-approximation low bit
+    ``Al = 0`` completes its components' coefficients ``Ss..Se``. Empty for complete files (and for
+    sequential ones, whose single pass is complete by definition).
+    """
+    if frame.marker not in (0xC2, 0xC6, 0xCA, 0xCE):
+        return []
+    done = [[False] * 64 for _ in frame.ids]
+    pos = frame.header_bytes
+    while 0 <= pos and pos + 4 <= len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            break
+        end = pos + 2 + ((data[pos + 2] << 8) | data[pos + 3])
+        if marker == 0xDA and end <= len(data):
+            segment = data[pos + 4: end]
+            count = segment[0] if segment else 0
+            if len(segment) >= 4 + 2 * count:
+                ss, se, al = segment[1 + 2 * count], segment[2 + 2 * count], segment[3 + 2 * count] & 0x0F
+                if al == 0:
+                    for selector in segment[1: 1 + 2 * count: 2]:
+                        if selector in frame.ids:
+                            index = frame.ids.index(selector)
+                            for k in range(ss, min(se, 63) + 1):
+                                done[index][k] = True
+        found = _NEXT_MARKER.search(data, max(end, pos + 2))
+        pos = found.start() if found else -1
+    return [i for i, flags in enumerate(done) if not all(flags)]
 
 
 def max_image_pixels() -> int | None:
@@ -154,6 +196,7 @@ def check_jpeg(data: bytes, name: str) -> FrameHeader | None:
     Raises:
         DecompressionBombError: above the pixel limit, or fewer than :func:`min_scan_bytes` bytes
             after the headers.
+        ValueError: a progressive file with scans missing (:func:`incomplete_components`).
     """
     frame = read_frame_header(data)
     if frame is None:
@@ -165,4 +208,9 @@ def check_jpeg(data: bytes, name: str) -> FrameHeader | None:
             f"{name} is truncated or forged: it claims {frame.width}x{frame.height} pixels "
             f"({frame.blocks()} blocks of 8x8), which need at least {need} bytes of image data, but only {have} "
             f"bytes follow its headers")
+    missing = incomplete_components(data, frame)
+    if missing:
+        raise ValueError(
+            f"{name} is truncated: its progressive scans leave coefficients of component(s) {missing} incomplete "
+            f"(scans are missing)")
     return frame
