@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_torch_save
+from ..files import atomic_torch_save, load_checkpoint
 from ..arguments import check_int
 from ..wrappers import DefendedModel
 
@@ -119,7 +119,7 @@ def save_small_cnn(model: SmallCNN, path: str | os.PathLike, mean=None, std=None
 
 
 def _read(checkpoint: str | os.PathLike) -> object:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return load_checkpoint(checkpoint)
 
 
 def _state_dict(obj: object, checkpoint) -> dict:

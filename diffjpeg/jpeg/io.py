@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..files import output_mode
 from .chroma import FACTORS, plane_sizes, sampling_factors
 from .limits import check_jpeg
 from .messages import captured_stderr
@@ -481,6 +482,7 @@ def write_coefficients(
                         name) from None
     os.close(fd)
     try:
+        os.chmod(tmp, output_mode(name))  # the usual mode of a new file (mkstemp's is 0600)
         try:
             with captured_stderr() as why:
                 jpeg.write_dct(tmp)
