@@ -90,6 +90,25 @@ def test_the_pixel_limit_is_pillows_and_can_be_raised(tmp_path, monkeypatch):
         read_coefficients(path)
 
 
+def test_progressive_files_with_scans_missing_are_refused(tmp_path):
+    """Cut before the last scan and patched with an EOI: libjpeg would smooth the incomplete blocks when
+    decoding pixels, so the coefficients are not the image Pillow shows."""
+    from diffjpeg.jpeg.limits import incomplete_components
+
+    data = jpeg_bytes(24, 40, progressive=True)
+    frame = read_frame_header(data)
+    assert incomplete_components(data, frame) == []
+    last = data.rindex(b"\xff\xda")
+    cut = data[:last] + b"\xff\xd9"
+    assert incomplete_components(cut, read_frame_header(cut)) != []
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(cut)
+    with pytest.raises(ValueError, match=r"cut.jpg is truncated: its progressive scans leave coefficients of "
+                                         r"component\(s\) \[.*\] incomplete"):
+        read_coefficients(path)
+    assert incomplete_components(jpeg_bytes(), read_frame_header(jpeg_bytes())) == []  # sequential: complete
+
+
 # ------------------------------------------------------------------------------------ io's errors
 
 def test_read_coefficients_of_a_non_path_is_a_type_error():
