@@ -227,6 +227,21 @@ def test_idx_headers_cannot_allocate_beyond_the_limit(tmp_path):
         read_idx(broken)
 
 
+def test_cifar_batches_that_are_truncated_or_wrong_name_the_file(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batch = pickle.dumps({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3]}, protocol=2)
+    (folder / "test_batch").write_bytes(batch)
+    assert len(load_dataset(f"cifar10:{tmp_path}")) == 4
+    for data in (batch[: len(batch) // 2], pickle.dumps({"data": np.zeros((4, 100), np.uint8), "labels": []}),
+                 pickle.dumps({"labels": [1]})):
+        (folder / "test_batch").write_bytes(data)
+        with pytest.raises((ValueError, pickle.UnpicklingError), match=r"CIFAR-10 batch file '.*test_batch'"):
+            load_dataset(f"cifar10:{tmp_path}")
+
+
 # ------------------------------------------------------------------------------------ fuzz under a memory cap
 
 _FUZZ_CHILD = textwrap.dedent("""

@@ -211,10 +211,16 @@ def load_cifar10(root: str | os.PathLike, split: str = "test", limit: int | None
                                 f"torchvision.datasets.CIFAR10({str(root)!r}, download=True) or download=True")
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as f:
-            entry = _ArrayUnpickler(f, encoding="latin1").load()
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        try:
+            with open(path, "rb") as f:
+                entry = _ArrayUnpickler(f, encoding="latin1").load()
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        except pickle.UnpicklingError as exc:
+            raise pickle.UnpicklingError(f"CIFAR-10 batch file {str(path)!r}: {exc}") from None
+        except (EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"CIFAR-10 batch file {str(path)!r} is corrupt or truncated "
+                             f"({type(exc).__name__}: {exc})") from None
         if limit is not None and sum(map(len, labels)) >= limit:
             break
     x = torch.from_numpy(np.concatenate(images)[:limit]).float().div_(255.0)
