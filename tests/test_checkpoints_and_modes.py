@@ -12,8 +12,14 @@ import torch
 from torch import nn
 
 from diffjpeg.eval.zoo import SmallCNN, load_model, save_small_cnn
-from diffjpeg.files import (CheckpointError, UnsafeCheckpointError, atomic_torch_save, atomic_write,
-                            load_checkpoint, output_mode)
+from diffjpeg.files import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    atomic_torch_save,
+    atomic_write,
+    load_checkpoint,
+    output_mode,
+)
 
 
 class _Thing:

@@ -14,13 +14,17 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from diffjpeg.eval.datasets import load_dataset, read_idx
 from diffjpeg.jpeg import io as jio
 from diffjpeg.jpeg.io import decode_file, read_coefficients, write_coefficients
-from diffjpeg.jpeg.limits import DecompressionBombError, check_jpeg, min_scan_bytes, read_frame_header
+from diffjpeg.jpeg.limits import (
+    DecompressionBombError,
+    check_jpeg,
+    min_scan_bytes,
+    read_frame_header,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

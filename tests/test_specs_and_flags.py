@@ -15,7 +15,6 @@ from diffjpeg.defenses import build
 from diffjpeg.functional import diff_jpeg
 from diffjpeg.spec import MAX_SPEC_LENGTH, parse_spec, parse_value
 
-
 # ------------------------------------------------------------------------------------ booleans
 
 def test_check_bool_takes_bools_only():
