@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 
-__all__ = ["check_batch", "check_choice", "check_generator", "check_int", "check_range", "check_real"]
+__all__ = ["check_batch", "check_bool", "check_choice", "check_generator", "check_int", "check_range", "check_real"]
 
 
 def check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
@@ -26,6 +27,16 @@ def check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
     if value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name} must be an integer {bound}, got {value}")
     return value
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` must be a ``bool`` (or a numpy bool): no truthy strings or numbers.
+
+    ``"false"``, ``"no"``, ``0`` and ``1`` are refused rather than read by truthiness (``bool("no")`` is True).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
 
 def check_real(value: object, name: str, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
                hi_open: bool = False) -> float:

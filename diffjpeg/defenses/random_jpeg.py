@@ -8,7 +8,7 @@ from torch import Tensor
 from ..contract import Defense, draw_device
 from ..jpeg.codec import ROUNDINGS, diff_jpeg_unchecked
 from ..jpeg.validate import check_image, check_subsampling
-from ..arguments import check_choice, check_generator, check_range
+from ..arguments import check_bool, check_choice, check_generator, check_range
 
 __all__ = ["RandomJPEG"]
 
@@ -45,7 +45,7 @@ class RandomJPEG(Defense):
         self.subsampling = check_subsampling(subsampling)
         self.rounding = check_choice(rounding, ROUNDINGS, "rounding")
         self.generator = check_generator(generator)
-        self.exact = bool(exact)
+        self.exact = check_bool(exact, "exact")
         self.last_q: Tensor | None = None
 
     def sample(self, batch: int) -> Tensor:

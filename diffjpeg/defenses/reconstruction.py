@@ -39,7 +39,7 @@ from ..jpeg.validate import check_image
 from ..arguments import check_generator, check_int, check_range, check_real
 from .bit_depth import reduce_depth
 from .registry import register
-from ..files import atomic_torch_save
+from ..files import atomic_torch_save, load_checkpoint
 
 __all__ = ["EDSR", "PixelDepthReconstruction", "load_weights", "quantize_depth", "quantize_depth_ste",
            "save_weights", "train_reconstruction"]
@@ -168,7 +168,7 @@ def _load(path: str | os.PathLike, name: str) -> object:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{name}: no such file {str(path)!r}; train one with "
                                 f"`diffjpeg train-reconstruction --out {path}` or pass the right path")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checkpoint(path, name)
 
 
 def save_weights(network: nn.Module, path: str | os.PathLike) -> Path:

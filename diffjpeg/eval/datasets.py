@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..jpeg.limits import DecompressionBombError, check_pixels
+
 __all__ = ["DATASET_KINDS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "FOOLBOX_SUBSETS", "SKIMAGE_PHOTOS",
            "Dataset", "load_cifar10", "load_dataset", "load_fashion_mnist", "read_idx"]
 
@@ -35,31 +37,48 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Bag", "Ankle boot")
 _PREFIX = {"train": "train", "test": "t10k"}
 #: idx type codes -> numpy dtype (big-endian on disk)
+#: the most bytes :func:`read_idx` reads (a forged header or a gzip bomb is refused above it)
+MAX_IDX_BYTES = 1 << 31
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
     """An idx file (LeCun's MNIST format; gzipped when the name ends in ``.gz``) as a numpy array.
 
-    Raises ``ValueError`` when the header is not an idx header or the data is truncated.
+    The header is read first and at most the data it declares (plus one byte, to detect extra data):
+    a forged header or a gzip bomb cannot make it allocate more than ``max_bytes``
+    (default :data:`MAX_IDX_BYTES`, 2 GiB; Fashion-MNIST's training images are 47 MB).
+
+    Raises ``ValueError`` when the header is not an idx header, declares more than ``max_bytes``,
+    or the data is truncated or longer than declared.
     """
     path = Path(path)
+    limit = MAX_IDX_BYTES if max_bytes is None else max_bytes
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] < 1:
-        raise ValueError(f"{str(path)!r} is not an idx file (bad magic number {data[:4].hex()})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{str(path)!r}: truncated idx header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    count = int(np.prod(shape)) if shape else 0
-    if len(data) - header != count * dtype.itemsize:
-        raise ValueError(f"{str(path)!r}: header says shape {shape} ({count * dtype.itemsize} bytes) but the "
-                         f"file holds {len(data) - header} bytes of data")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES or head[3] < 1:
+                raise ValueError(f"{str(path)!r} is not an idx file (bad magic number {head.hex()})")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{str(path)!r}: truncated idx header")
+            shape = tuple(int.from_bytes(dims[4 * i:4 + 4 * i], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            size = math.prod(shape) * dtype.itemsize
+            if size > limit:
+                raise ValueError(f"{str(path)!r}: header says shape {shape} ({size} bytes), more than the limit of "
+                                 f"{limit} bytes (pass max_bytes= to read it)")
+            data = f.read(size + 1)
+    except (OSError, EOFError) as exc:  # gzip: not a gzip file, truncated stream, bad CRC
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(f"{str(path)!r} cannot be read: {exc}") from None
+    if len(data) != size:
+        raise ValueError(f"{str(path)!r}: header says shape {shape} ({size} bytes) but the file holds "
+                         f"{len(data) if len(data) <= size else 'more than that'} bytes of data")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _find(root: Path, name: str) -> Path | None:
@@ -192,10 +211,16 @@ def load_cifar10(root: str | os.PathLike, split: str = "test", limit: int | None
                                 f"torchvision.datasets.CIFAR10({str(root)!r}, download=True) or download=True")
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as f:
-            entry = _ArrayUnpickler(f, encoding="latin1").load()
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        try:
+            with open(path, "rb") as f:
+                entry = _ArrayUnpickler(f, encoding="latin1").load()
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        except pickle.UnpicklingError as exc:
+            raise pickle.UnpicklingError(f"CIFAR-10 batch file {str(path)!r}: {exc}") from None
+        except (EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"CIFAR-10 batch file {str(path)!r} is corrupt or truncated "
+                             f"({type(exc).__name__}: {exc})") from None
         if limit is not None and sum(map(len, labels)) >= limit:
             break
     x = torch.from_numpy(np.concatenate(images)[:limit]).float().div_(255.0)
@@ -238,10 +263,26 @@ class Dataset:
 
 
 def _open(path: Path):
-    from PIL import Image
+    """One image file as an "L" or "RGB" PIL image; a ``ValueError`` naming the file when it cannot be read.
 
-    with Image.open(path) as im:
-        return im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
+    Pillow refuses images above twice ``PIL.Image.MAX_IMAGE_PIXELS`` when it opens them; between one
+    and two times the limit it only warns, and here they are refused too (:mod:`diffjpeg.jpeg.limits`).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            check_pixels(*im.size, str(path))
+            return im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBombError(f"{path}: {exc}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"image file {str(path)!r} is not an image Pillow can read (corrupt, or not an image)"
+                         ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, (DecompressionBombError, FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(f"image file {str(path)!r} is corrupt or truncated: {exc}") from None
 
 
 def _resize_crop(im, size: int):

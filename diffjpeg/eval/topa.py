@@ -30,9 +30,11 @@ import time
 
 import torch
 
+from ..files import load_checkpoint
+
 
 def _load_data(path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_checkpoint(path, "--data")
     if isinstance(obj, dict):
         missing = {"images", "labels"} - set(obj)
         if missing:

@@ -20,14 +20,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_torch_save
+from ..files import atomic_torch_save, load_checkpoint
 from ..arguments import check_int
 from ..wrappers import DefendedModel
 
 __all__ = ["MODEL_CHOICES", "LoadedModel", "SmallCNN", "load_model", "save_small_cnn"]
 
 #: the model specs :func:`load_model` understands
-MODEL_CHOICES = "efficientnet_lite0, small_cnn, torchvision:<name>, <module>:<factory>"
+MODEL_CHOICES = ("efficientnet_lite0, small_cnn, torchvision:<name>, <module>:<factory>, timm:<name>, "
+                 "robustbench:<name>[:<dataset>:<threat>]")
+#: what ``pip install`` adds the optional model zoos (timm, robustbench)
+ZOO_EXTRA = "pip install 'diffjpeg[zoo]'"
 
 
 @dataclass
@@ -119,7 +122,7 @@ def save_small_cnn(model: SmallCNN, path: str | os.PathLike, mean=None, std=None
 
 
 def _read(checkpoint: str | os.PathLike) -> object:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return load_checkpoint(checkpoint)
 
 
 def _state_dict(obj: object, checkpoint) -> dict:
@@ -223,6 +226,176 @@ def _factory(spec: str, checkpoint, download: bool, over: dict) -> LoadedModel:
     return LoadedModel(model, None, None, size, int(channels), classes, spec)
 
 
+# ------------------------------------------------------------------------------------ timm
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError as exc:
+        raise ImportError(f"timm: models need the timm package ({exc}); {ZOO_EXTRA}") from None
+    return timm
+
+
+def _timm_cached(cfg) -> Path | None:
+    """The weights file of a timm pretrained config already on disk (Hugging Face or torch hub cache), or None."""
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                return Path(found)
+    if cfg.url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        if cached.is_file():
+            return cached
+    return None
+
+
+def _read_weights(path: Path) -> dict:
+    """A state dict from a ``.safetensors`` file or a torch checkpoint (integrity-checked, weights only)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
+            raise ValueError(f"weights file {str(path)!r} cannot be read ({exc})") from None
+    return _state_dict(_read(path), path)
+
+
+def _timm(spec: str, checkpoint, download: bool, over: dict) -> LoadedModel:
+    timm = _import_timm()
+    name = spec.split(":", 1)[1]
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r} in model spec {spec!r}; valid names: timm.list_models(), "
+                         f"e.g. resnet18, resnet10t, efficientnet_b0, vit_tiny_patch16_224")
+    cfg = timm.models.get_pretrained_cfg(name)
+    default_classes = (cfg.num_classes if cfg is not None else None) or 1000
+    classes = over["classes"] or default_classes
+    if checkpoint is not None:
+        model = timm.create_model(name, pretrained=False, num_classes=classes)
+        _load_into(model, _state_dict(_read(checkpoint), checkpoint), checkpoint, spec)
+    else:
+        cached = _timm_cached(cfg) if cfg is not None else None
+        if cached is None and not download:
+            where = cfg.hf_hub_id or cfg.url if cfg is not None else None
+            raise FileNotFoundError(f"model {spec!r}: timm's pretrained weights ({where or 'none are published'}) are not "
+                                    f"in the Hugging Face or torch hub cache; pass download=True (needs internet) or "
+                                    f"checkpoint=PATH")
+        if cached is None:  # download=True: timm's own download (it reads weights with weights_only=True)
+            model = timm.create_model(name, pretrained=True, num_classes=classes)
+        else:
+            if classes != default_classes:
+                raise ValueError(f"model {spec!r}: the cached pretrained weights have {default_classes} classes, not "
+                                 f"{classes}; pass checkpoint=PATH with weights for a {classes}-class head")
+            model = timm.create_model(name, pretrained=False, num_classes=classes)
+            _load_into(model, _read_weights(cached), cached, spec)
+    data = timm.data.resolve_data_config({}, model=model)
+    return LoadedModel(model, tuple(data["mean"]), tuple(data["std"]), int(data["input_size"][-1]),
+                       int(data["input_size"][0]), classes, spec)
+
+
+# ------------------------------------------------------------------------------------ RobustBench
+
+#: RobustBench's default cache folder (its ``load_model(model_dir="./models")``), relative to the working folder
+ROBUSTBENCH_DIR = "models"
+_RB_SIZES = {"cifar10": (32, 10), "cifar100": (32, 100), "imagenet": (224, 1000)}
+
+
+def _import_robustbench():
+    """``robustbench.utils`` and its model zoo.
+
+    robustbench 1.1.1 imports ``autoattack`` (its wheel installs AutoAttack as ``pyautoattack``) and
+    ``pkg_resources`` (gone from setuptools >= 81; it only calls ``resource_filename``). When either is
+    missing, the import is served by ``pyautoattack`` and a one-function stand-in, only while
+    robustbench is imported.
+    """
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("robustbench") is None:
+        raise ImportError(f"robustbench: models need the robustbench package; {ZOO_EXTRA}")
+    added = []
+    if "autoattack" not in sys.modules and importlib.util.find_spec("autoattack") is None \
+            and importlib.util.find_spec("pyautoattack") is not None:
+        import pyautoattack
+        import pyautoattack.state
+
+        sys.modules["autoattack"], sys.modules["autoattack.state"] = pyautoattack, pyautoattack.state
+        added += ["autoattack", "autoattack.state"]
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda package, path: os.path.join(os.path.dirname(sys.modules[package].__file__),
+                                                                    path)
+        sys.modules["pkg_resources"] = shim
+        added.append("pkg_resources")
+    try:
+        import robustbench.utils
+        from robustbench.model_zoo import model_dicts
+    except ImportError as exc:
+        raise ImportError(f"robustbench cannot be imported ({exc}); {ZOO_EXTRA}") from None
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    return robustbench.utils, model_dicts
+
+
+def _robustbench(spec: str, checkpoint, download: bool, over: dict) -> LoadedModel:
+    parts = spec.split(":")
+    if len(parts) not in (2, 4) or not all(parts[1:]):
+        raise ValueError(f"model spec {spec!r}: expected robustbench:NAME or robustbench:NAME:DATASET:THREAT "
+                         f"(e.g. robustbench:Standard:cifar10:Linf)")
+    name, dataset, threat = parts[1], *(parts[2:] if len(parts) == 4 else ("cifar10", "Linf"))
+    utils, zoo = _import_robustbench()
+    datasets = {d.value: d for d in zoo}
+    if dataset not in datasets:
+        raise ValueError(f"model spec {spec!r}: unknown RobustBench dataset {dataset!r}; valid: {', '.join(datasets)}")
+    threats = {t.value: t for t in zoo[datasets[dataset]]}
+    if threat not in threats:
+        raise ValueError(f"model spec {spec!r}: unknown threat model {threat!r} for {dataset}; valid: "
+                         f"{', '.join(threats)}")
+    entries = zoo[datasets[dataset]][threats[threat]]
+    if name not in entries:
+        close = [n for n in entries if n.lower().startswith(name.lower()[:6])][:5] or list(entries)[:5]
+        raise ValueError(f"model spec {spec!r}: RobustBench has no {dataset} {threat} model {name!r}; e.g. "
+                         f"{', '.join(close)} (robustbench.model_zoo lists them)")
+    ids = entries[name]["gdrive_id"]
+    stem = Path(ROBUSTBENCH_DIR) / dataset / threat / name
+    files = [Path(f"{stem}_m{i}.pt") for i in range(len(ids))] if isinstance(ids, list) else [Path(f"{stem}.pt")]
+    if checkpoint is not None:
+        if len(files) > 1:
+            raise ValueError(f"model spec {spec!r} is an ensemble of {len(files)} checkpoints; put them in "
+                             f"RobustBench's folder as {', '.join(map(str, files))} instead of checkpoint=PATH")
+        files = [Path(checkpoint)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing and not download:
+        raise FileNotFoundError(f"model {spec!r}: its checkpoint is not in RobustBench's cache folder ({', '.join(missing)} "
+                                f"missing, relative to {os.getcwd()!r}); pass download=True (needs internet) or "
+                                f"checkpoint=PATH")
+    for f in files:
+        if f.is_file():
+            _read(f)  # integrity (CRC) and weights-only check before RobustBench's own loader reads it
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = ROBUSTBENCH_DIR
+        if checkpoint is not None:  # RobustBench's loader reads MODEL_DIR/DATASET/THREAT/NAME.pt
+            linked = Path(folder) / dataset / threat / f"{name}.pt"
+            linked.parent.mkdir(parents=True)
+            os.symlink(os.path.abspath(checkpoint), linked)
+            model_dir = folder
+        try:
+            model = utils.load_model(name, model_dir=model_dir, dataset=dataset, threat_model=threat)
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {str(files[0])!r} does not fit model {spec!r}: "
+                             f"{' '.join(str(exc).split())[:300]}") from None
+    size, classes = _RB_SIZES.get(dataset, (32, 10))
+    return LoadedModel(model, None, None, size, 3, over["classes"] or classes, spec, dataset)
+
+
 def load_model(spec: str = "efficientnet_lite0", checkpoint: str | os.PathLike | None = None, download: bool = False,
                device: str | torch.device = "cpu", *, mean=None, std=None, image_size: int | None = None,
                classes: int | None = None, channels: int | None = None) -> LoadedModel:
@@ -243,10 +416,21 @@ def load_model(spec: str = "efficientnet_lite0", checkpoint: str | os.PathLike |
             * ``MODULE:FACTORY`` (e.g. ``mypkg.nets:make_net``): ``FACTORY()`` from the imported module,
               with ``checkpoint``'s weights when given; no normalisation unless given, channels from
               its first ``Conv2d``, size from an ``image_size`` attribute or the argument, classes
-              from one forward pass.
+              from one forward pass;
+            * ``timm:NAME`` (e.g. ``timm:resnet18``; needs ``pip install 'diffjpeg[zoo]'``):
+              ``timm.create_model(NAME)`` with ``checkpoint``'s weights, else timm's pretrained
+              weights when they are already in the Hugging Face or torch hub cache, or
+              ``download=True``; normalisation and size from timm's data config for the model;
+            * ``robustbench:NAME[:DATASET:THREAT]`` (e.g. ``robustbench:Standard:cifar10:Linf``,
+              the default dataset and threat; needs the ``zoo`` extra): RobustBench's model
+              through its own loader, from its cache folder ``models/DATASET/THREAT/NAME.pt``
+              (relative to the working folder, as RobustBench keeps it) or ``checkpoint``; a
+              missing file is an error unless ``download=True``. RobustBench's models normalise
+              inside (mean/std ``None``); size 32 (CIFAR) or 224 (ImageNet).
         checkpoint: a state dict file (or a dict holding one under ``"state_dict"``), read with
-            ``torch.load(weights_only=True)`` and loaded strictly.
-        download: allow torchvision to fetch pretrained weights (internet).
+            :func:`diffjpeg.files.load_checkpoint` (archive CRC verified, ``torch.load(weights_only=True)``)
+            and loaded strictly.
+        download: allow torchvision, timm or RobustBench to fetch pretrained weights (internet).
         device: where the model goes.
         mean, std, image_size, classes, channels: override what the spec implies.
 
@@ -268,6 +452,10 @@ def load_model(spec: str = "efficientnet_lite0", checkpoint: str | os.PathLike |
         build = _small_cnn
     elif spec.startswith("torchvision:"):
         build = _torchvision
+    elif spec.startswith("timm:"):
+        build = _timm
+    elif spec.startswith("robustbench:"):
+        build = _robustbench
     elif re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         build = _factory
     else:

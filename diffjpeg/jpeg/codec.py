@@ -258,6 +258,7 @@ def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str =
     subsampling = validate.check_subsampling(subsampling)
     qtables = check_arguments(x, q, subsampling, rounding, qtables)
     validate.check_estimator_options(temperature, terms)
+    exact, training = arguments.check_bool(exact, "exact"), arguments.check_bool(training, "training")
     return diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
                       training=training, generator=generator)
 
@@ -328,6 +329,7 @@ class DiffJPEG(Defense):
         subsampling = validate.check_subsampling(subsampling)
         arguments.check_choice(rounding, ROUNDINGS, "rounding")
         validate.check_estimator_options(temperature, terms)
+        exact, learnable = arguments.check_bool(exact, "exact"), arguments.check_bool(learnable, "learnable")
         if qtables is not None:
             qtables = validate.check_qtables(qtables).to(torch.float32)
         else:

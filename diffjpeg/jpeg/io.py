@@ -40,7 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..files import output_mode
 from .chroma import FACTORS, plane_sizes, sampling_factors
+from .limits import check_jpeg
+from .messages import captured_stderr
 from .validate import check_qtables, check_subsampling
 
 #: baseline Huffman coding limits (8-bit samples): |AC| < 2^10; DC in [-1024, 1023] so that DC
@@ -221,6 +224,8 @@ def _inspect(data: bytes, path: str) -> _Scan:
 
 
 def _read_bytes(path) -> tuple[str, bytes]:
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike naming a JPEG file, got {type(path).__name__} {path!r}")
     name = os.fspath(path)
     if not os.path.exists(name):
         raise FileNotFoundError(2, f"no such JPEG file: {name!r}", name)
@@ -243,22 +248,28 @@ def read_coefficients(path) -> JPEGCoefficients:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a JPEG, truncated, corrupt, or an unsupported kind (see the module docstring).
+        TypeError: ``path`` is not a path.
+        ValueError: not a JPEG, truncated, corrupt, or an unsupported kind (see the module docstring);
+            :class:`~diffjpeg.jpeg.limits.DecompressionBombError` above the pixel limit or with too
+            little data for its claimed size (see :mod:`diffjpeg.jpeg.limits`).
     """
     import jpeglib
 
     name, data = _read_bytes(path)
     scan = _inspect(data, name)
+    check_jpeg(data, name)  # refuses decompression bombs before jpeglib allocates anything
     fd, tmp = tempfile.mkstemp(suffix=".jpg")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(scan.clean)
         try:
-            jpeg = jpeglib.read_dct(tmp)
-            y, cb, cr = jpeg.Y, jpeg.Cb, jpeg.Cr
-            qt, tbl_no = np.asarray(jpeg.qt), np.asarray(jpeg.quant_tbl_no)
+            with captured_stderr() as why:
+                jpeg = jpeglib.read_dct(tmp)
+                y, cb, cr = jpeg.Y, jpeg.Cb, jpeg.Cr
+                qt, tbl_no = np.asarray(jpeg.qt), np.asarray(jpeg.quant_tbl_no)
         except OSError as err:
-            raise ValueError(f"{name} is corrupt: libjpeg could not read it ({err})") from None
+            reason = "; ".join(why) or str(err).replace(tmp, name)
+            raise ValueError(f"{name} is corrupt: libjpeg could not read it: {reason}") from None
     finally:
         os.remove(tmp)
     space = str(jpeg.jpeg_color_space)
@@ -467,13 +478,20 @@ def write_coefficients(
     jpeg.height, jpeg.width = height, width
     jpeg.samp_factor = np.asarray(factors, dtype=np.int32)
     jpeg.block_dims = np.asarray(expected, dtype=np.int32)
-    fd, tmp = tempfile.mkstemp(suffix=".jpg", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".jpg", dir=folder)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write {name!r}: its folder {folder!r} is not writable ({err.strerror})",
+                        name) from None
     os.close(fd)
     try:
+        os.chmod(tmp, output_mode(name))  # the usual mode of a new file (mkstemp's is 0600)
         try:
-            jpeg.write_dct(tmp)
+            with captured_stderr() as why:
+                jpeg.write_dct(tmp)
         except OSError as err:
-            raise ValueError(f"libjpeg could not write the coefficients to {name} ({err})") from None
+            reason = "; ".join(why) or str(err).replace(tmp, name)
+            raise ValueError(f"libjpeg could not write the coefficients to {name}: {reason}") from None
         os.replace(tmp, name)
     finally:
         if os.path.exists(tmp):

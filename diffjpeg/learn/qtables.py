@@ -33,7 +33,7 @@ from ..jpeg.codec import DiffJPEG
 from ..jpeg.pillow import write_image
 from ..wrappers import DefendedModel
 from .rate import rate_proxy
-from ..files import atomic_torch_save, atomic_write
+from ..files import atomic_torch_save, atomic_write, load_checkpoint
 
 __all__ = ["LearnResult", "learn_qtables", "objective", "pgd_linf", "export_jpeg", "save_tables", "load_tables",
            "tables_tensor"]
@@ -251,7 +251,7 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
     n = images.shape[0]
     order, cursor = torch.randperm(n, generator=generator), 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
         if state.get("config") != config:
             raise ValueError(f"checkpoint {str(checkpoint)!r} was written with other settings "
                              f"({state.get('config')}) than these ({config}); pass the same arguments to resume "
