@@ -55,7 +55,8 @@ from diffjpeg.attacks import build
 from diffjpeg.defenses import FeatureDistillation
 from diffjpeg.defenses.reconstruction import save_weights
 from diffjpeg.eval import load_dataset, load_model
-from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, correct, train_classifier
+from diffjpeg.eval.train_reconstruction import FMNISTNet
+from diffjpeg.learn.classifier import accuracy, correct, train_classifier
 from diffjpeg.eval.zoo import SmallCNN
 from diffjpeg.jpeg.real import JPEG
 from diffjpeg.jpeg.tables import quality_tables

@@ -5,9 +5,9 @@
   against the sizes Pillow writes; :func:`real_bpp` measures real files.
 - :func:`export_jpeg`, :func:`save_tables`, :func:`load_tables`: integer tables to .jpg and JSON.
 """
-from .qtables import (LearnResult, export_jpeg, learn_qtables, load_tables, objective, pgd_linf, save_tables,
+from .qtables import (LearnResult, export_jpeg, learn_qtables, load_tables, objective, save_tables,
                       tables_tensor)
 from .rate import rate_correlation, rate_proxy, real_bpp, real_scan_bits
 
-__all__ = ["LearnResult", "export_jpeg", "learn_qtables", "load_tables", "objective", "pgd_linf", "rate_correlation",
+__all__ = ["LearnResult", "export_jpeg", "learn_qtables", "load_tables", "objective", "rate_correlation",
            "rate_proxy", "real_bpp", "real_scan_bits", "save_tables", "tables_tensor"]
