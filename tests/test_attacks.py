@@ -154,7 +154,8 @@ def test_dct_attack_file_is_as_adversarial_as_the_tensor(model, classifier, grat
 
 def test_dct_attack_targeted_and_grayscale(classifier, grating_data):
     x, y = grating_data[0][:8], grating_data[1][:8]
-    gray_model = DefendedModel(torch.nn.Sequential(Repeat3(), classifier).eval(), None, MEAN, STD)
+    # gray -> three equal channels -> the colour model's normalisation and classifier
+    gray_model = DefendedModel(torch.nn.Sequential(Repeat3(), DefendedModel(classifier, None, MEAN, STD)).eval())
     target = (y + 1) % NUM_CLASSES
     gray = x.mean(1, keepdim=True)
     adv = DCTAttack(gray_model, q=75, eps=3, alpha=1, steps=6, targeted=True)(gray, target)
