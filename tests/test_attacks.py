@@ -176,3 +176,11 @@ def test_attacks_on_cuda(classifier, grating_data):
         adv = attack(x, y)
         assert adv.device.type == "cuda" and adv.shape == x.shape
     model.to("cpu")
+
+
+def test_the_static_torchattacks_list_matches_the_installed_torchattacks():
+    from diffjpeg.attacks.registry import TORCHATTACKS_CLASSES
+
+    installed = {name for name in torchattacks.__all__ if isinstance(getattr(torchattacks, name), type)
+                 and issubclass(getattr(torchattacks, name), torchattacks.attack.Attack)}
+    assert set(TORCHATTACKS_CLASSES) == installed - {"MultiAttack", "LGV", "OnePixel"}
