@@ -5,7 +5,8 @@
 * :class:`BPDA` -- run a defense exactly in the forward pass (also a non-differentiable one, e.g.
   Pillow's JPEG) and a differentiable surrogate's vector-Jacobian product in the backward pass.
 * :class:`EOT` -- expectation over transformation: ``n`` draws of a randomised defense in one
-  batched pass, averaged over logits or over the gradients of per-draw losses.
+  batched pass, averaged over logits or over the gradients of per-draw losses; around a defense it
+  is itself a :class:`~diffjpeg.contract.Defense`.
 * :class:`RNGSnapshot` -- the one mechanism for replaying the draws of randomised defenses.
 
 Replaying randomness
@@ -30,7 +31,6 @@ from numbers import Real
 from typing import Callable, Sequence
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

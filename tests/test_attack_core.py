@@ -12,17 +12,13 @@ from conftest import MEAN, NUM_CLASSES, STD
 from diffjpeg.attacks import GA
 from diffjpeg.attacks.core import attack_loss, fgsm, pgd
 from diffjpeg.defenses import RandomJPEG
+from diffjpeg.learn.classifier import accuracy
 from diffjpeg.wrappers import EOT, DefendedModel
 
 
 @pytest.fixture(scope="module")
 def model(classifier):
     return DefendedModel(classifier, None, MEAN, STD).eval()
-
-
-def accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 def reference_pgd_linf(model, x, y, eps, steps, alpha, generator):
