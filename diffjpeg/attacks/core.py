@@ -37,7 +37,7 @@ NORMS = ("linf", "l2")
 
 
 def attack_loss(model, images: Tensor, labels: Tensor) -> Tensor:
-    """Scalar loss of ``model`` on ``(images, labels)``: ``model.loss(images, labels)`` if it exists, else CE of logits."""
+    """Scalar loss of ``model`` on ``(images, labels)``: ``model.loss(images, labels)`` if it has one, else CE."""
     loss = getattr(model, "loss", None)
     if callable(loss):
         return loss(images, labels)

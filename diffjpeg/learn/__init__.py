@@ -4,6 +4,10 @@
 - :func:`rate_proxy`: differentiable bits-per-pixel estimate; :func:`rate_correlation` validates it
   against the sizes Pillow writes; :func:`real_bpp` measures real files.
 - :func:`export_jpeg`, :func:`save_tables`, :func:`load_tables`: integer tables to .jpg and JSON.
+
+Training in general: :mod:`.training` (the one resumable, checkpointed loop every trainer runs on),
+:mod:`.classifier` (``train_classifier``, ``cached_classifier``, ``accuracy``) and
+:mod:`.reconstruction` (``train_reconstruction``, the network of ``PixelDepthReconstruction``).
 """
 from .qtables import (LearnResult, export_jpeg, learn_qtables, load_tables, objective, save_tables,
                       tables_tensor)

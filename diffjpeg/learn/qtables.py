@@ -165,8 +165,8 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
         init_tables: ``(2, 8, 8)`` starting tables in [1, 255], or ``None``.
         lam: weight of the rate proxy (cross-entropy per bit per pixel), >= 0.
         adversarial: ``None`` (clean images only) or ``dict(eps, steps=3, alpha=None, weight=1.0)``: on every
-            step, L-inf PGD (:func:`diffjpeg.attacks.core.pgd`, random start) against the current defended model, whose cross-entropy
-            (times ``weight``) joins the loss.
+            step, L-inf PGD with a random start (:func:`diffjpeg.attacks.core.pgd`) against the current
+            defended model, whose cross-entropy (times ``weight``) joins the loss.
         steps: optimisation steps (one minibatch each), >= 1.
         lr: Adam's learning rate in table units (entries are in [1, 255]), > 0.
         batch_size: images per step, >= 1.
