@@ -144,3 +144,18 @@ def test_importing_attacks_does_not_import_torchattacks():
             "import diffjpeg.learn; assert 'torchattacks' not in sys.modules; "
             "names = a.available(); assert 'pgd' in names and 'eps' in names['pgd'] and 'targeted' in names['pgd']")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_core_attacks_by_name(model, grating_data):
+    from diffjpeg.attacks import FGSM, PGD, build
+
+    x, y = grating_data[0][:16], grating_data[1][:16]
+    attack = build("diffjpeg.pgd:eps=16/255,steps=5,alpha=4/255", model, generator=torch.Generator().manual_seed(3))
+    assert isinstance(attack, PGD) and attack.eps == 16 / 255
+    assert torch.equal(attack(x, y), pgd(model, x, y, 16 / 255, 5, 4 / 255, generator=torch.Generator().manual_seed(3)))
+    target = (y + 1) % NUM_CLASSES
+    tfgsm = build("diffjpeg.fgsm:eps=0.1,targeted=true", model)
+    assert isinstance(tfgsm, FGSM) and tfgsm.attack_mode == "targeted(label)"
+    assert torch.equal(tfgsm(x, target), fgsm(model, x, target, 0.1, targeted=True))
+    with pytest.raises(ValueError, match=r"norm must be one of"):
+        build("diffjpeg.pgd:norm=l1", model)

@@ -8,7 +8,7 @@ FGSM that use the model's own ``loss`` when it has one. Importing this package d
 torchattacks (the registry imports it when one of its attacks is built).
 """
 from .base import Attack
-from .core import attack_loss, fgsm, pgd
+from .core import FGSM, PGD, attack_loss, fgsm, pgd
 from .dct import DCTAttack, DCTAttackResult
 from .gradient import GA, LBFGS
 from .onepixel import OnePixel
@@ -16,4 +16,4 @@ from .registry import ATTACKS, available, build, register
 from .topa import TopaResult, topa
 
 __all__ = ["Attack", "OnePixel", "GA", "LBFGS", "DCTAttack", "DCTAttackResult", "topa", "TopaResult", "build",
-           "available", "register", "ATTACKS", "attack_loss", "fgsm", "pgd"]
+           "available", "register", "ATTACKS", "FGSM", "PGD", "attack_loss", "fgsm", "pgd"]

@@ -18,7 +18,9 @@ Example::
     adv3 = fgsm(model, images, labels, eps=torch.full((len(images),), 0.1))   # one eps per image
 
 Functions here change no module's mode (put the model in eval mode yourself, as the attack
-classes of :mod:`diffjpeg.attacks` do) and return detached tensors.
+classes of :mod:`diffjpeg.attacks` do) and return detached tensors. :class:`PGD` and :class:`FGSM`
+are the same attacks as objects (eval mode, targeted modes), registered as ``diffjpeg.pgd`` and
+``diffjpeg.fgsm``.
 """
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ from torch import Tensor
 from ..arguments import check_choice, check_generator, check_int, check_real
 from ..contract import draw_device
 from ..jpeg.validate import check_image
-from .base import check_labels
+from .base import Attack, check_labels
 
-__all__ = ["NORMS", "attack_loss", "fgsm", "input_gradient", "pgd"]
+__all__ = ["FGSM", "NORMS", "PGD", "attack_loss", "fgsm", "input_gradient", "pgd"]
 
 NORMS = ("linf", "l2")
 
@@ -144,3 +146,47 @@ def pgd(model, images: Tensor, labels: Tensor, eps: float, steps: int, alpha: fl
     for _ in range(steps):
         adv = _step(adv, input_gradient(model, adv, labels, targeted), x, eps, alpha, norm)
     return adv.detach()
+
+
+class PGD(Attack):
+    """:func:`pgd` as an attack object (registry name ``diffjpeg.pgd``), with the base class's targeted modes.
+
+    Unlike torchattacks' PGD it ascends the model's own ``loss`` (see :func:`attack_loss`), so on
+    ``DefendedModel(clf, EOT(defense, n, reduce="grad"))`` it follows the mean of the per-draw gradients.
+
+    Args:
+        model: classifier (images in [0, 1] -> logits), e.g. a ``DefendedModel``.
+        eps, steps, alpha, norm, random_start: as :func:`pgd`.
+        targeted, generator: see :class:`~.base.Attack` (the random start comes from ``generator``).
+
+    Example::
+
+        adv = build("diffjpeg.pgd:eps=8/255,steps=20", model)(images, labels)
+    """
+
+    def __init__(self, model, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
+                 norm: str = "linf", random_start: bool = True, *, targeted: bool = False, generator=None):
+        super().__init__("PGD", model, targeted=targeted, generator=generator)
+        self.eps, self.steps = check_real(eps, "eps", 0.0), check_int(steps, "steps", 1)
+        self.alpha = None if alpha is None else check_real(alpha, "alpha", 0.0)
+        self.norm = check_choice(norm, NORMS, "norm")
+        if not isinstance(random_start, bool):
+            raise TypeError(f"random_start must be True or False, got {random_start!r}")
+        self.random_start = random_start
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        images, _, goal = self._prepare(images, labels)
+        return pgd(self.model, images, goal, self.eps, self.steps, self.alpha, norm=self.norm,
+                   random_start=self.random_start, targeted=self.targeted, generator=self.generator)
+
+
+class FGSM(Attack):
+    """:func:`fgsm` as an attack object (registry name ``diffjpeg.fgsm``), on the model's own ``loss``."""
+
+    def __init__(self, model, eps: float = 8 / 255, *, targeted: bool = False, generator=None):
+        super().__init__("FGSM", model, targeted=targeted, generator=generator)
+        self.eps = check_real(eps, "eps", 0.0)
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        images, _, goal = self._prepare(images, labels)
+        return fgsm(self.model, images, goal, self.eps, targeted=self.targeted)

@@ -3,7 +3,8 @@
 One registry holds diffjpeg's own attacks and torchattacks' attacks side by side:
 
 * diffjpeg: ``onepixel`` (batched DE, :class:`~.onepixel.OnePixel`), ``ga``, ``lbfgs``
-  (:mod:`.gradient`), ``dct_pgd`` (:class:`~.dct.DCTAttack`);
+  (:mod:`.gradient`), ``dct_pgd`` (:class:`~.dct.DCTAttack`), ``diffjpeg.pgd`` and ``diffjpeg.fgsm``
+  (the attack core, :mod:`.core`, on the model's own ``loss``);
 * torchattacks 3.5.1, through an adapter: every attack class that takes a model, under its
   lower-case class name (``fgsm``, ``bim``, ``pgd``, ``pgdl2``, ``cw``, ``deepfool``, ``apgd``,
   ``apgdt``, ``square``, ``eotpgd``, ``fab``, ``mifgsm``, ...) with its own parameters;
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..spec import Registry
 from ..arguments import check_int, check_real
+from .core import FGSM, PGD
 from .dct import DCTAttack
 from .gradient import GA, LBFGS
 from .onepixel import OnePixel
@@ -112,6 +114,8 @@ register("onepixel", OnePixel)
 register("ga", GA)
 register("lbfgs", LBFGS)
 register("dct_pgd", DCTAttack)
+register("diffjpeg.pgd", PGD)
+register("diffjpeg.fgsm", FGSM)
 for _name in TORCHATTACKS_CLASSES:
     register(_name.lower(), TorchattacksEntry(_name))
 register("torchattacks.onepixel", TorchattacksEntry("OnePixel"))
