@@ -11,7 +11,8 @@ benchmark can decide how to attack it without special cases:
 
 How a model uses a defense is one more method, so a model never asks which defense it holds:
 ``compose(x, rest)`` is ``rest(defense(x))`` (``rest``: normalisation and classifier), with the
-defense's output checked by :func:`check_output`. A defense that averages over random draws
+defense's output checked by :func:`check_output` (batch, channels, dtype and device kept; the image
+size may change, as a resizing defense's does). A defense that averages over random draws
 (:class:`~diffjpeg.wrappers.EOT`) overrides it to average ``rest``'s outputs over its draws, and
 ``compose_loss`` to average the losses. :func:`as_defense` turns a plain module or callable into a
 defense with the default facts.
@@ -40,8 +41,11 @@ class Defense(nn.Module):
         return nn.Identity()
 
     def compose(self, x: Tensor, rest: Callable[[Tensor], Tensor]) -> Tensor:
-        """``rest(self(x))``, the defense's output checked (same shape, dtype, device as ``x``)."""
-        return rest(check_output(self, x, self(x)))
+        """``rest(self(x))``, the defense's output checked (same batch, channels, dtype, device as ``x``).
+
+        The image size may change (a classifier that takes any size can follow a resizing defense).
+        """
+        return rest(check_output(self, x, self(x), resize=True))
 
     def compose_loss(self, x: Tensor, y: Tensor, rest: Callable[[Tensor], Tensor],
                      loss_fn: Callable = F.cross_entropy) -> Tensor:
@@ -54,20 +58,27 @@ def _name(module: object) -> str:
     return getattr(fn, "__name__", type(fn).__name__) if fn is not None else type(module).__name__
 
 
-def check_output(defense: object, x: Tensor, y: object, owner: str = "DefendedModel") -> Tensor:
+def check_output(defense: object, x: Tensor, y: object, owner: str = "DefendedModel", resize: bool = False
+                 ) -> Tensor:
     """``y``, the output of ``defense`` on ``x``, must be a tensor of ``x``'s shape, dtype and device.
 
-    Raises ``TypeError`` (not a tensor: numpy, ``None``, a tuple) or ``ValueError`` naming the
-    defense and what differs; ``owner`` starts the message (the wrapper that called the defense).
+    ``resize=True`` lets the image size change (the last two dimensions; e.g. Xie et al.'s random
+    resize and pad), not the batch or the channels. Raises ``TypeError`` (not a tensor: numpy,
+    ``None``, a tuple) or ``ValueError`` naming the defense and what differs; ``owner`` starts the
+    message (the wrapper that called the defense).
     """
     name = _name(defense)
     if not isinstance(y, Tensor):
         raise TypeError(f"{owner}: the defense {name} must return a torch.Tensor, got {type(y).__name__}")
-    for what, a, b in (("shape", tuple(y.shape), tuple(x.shape)), ("dtype", y.dtype, x.dtype),
-                       ("device", y.device, x.device)):
+    shape_y, shape_x = tuple(y.shape), tuple(x.shape)
+    if resize and y.ndim == x.ndim >= 2:
+        shape_y, shape_x = shape_y[:-2], shape_x[:-2]
+    for what, a, b in (("shape", shape_y, shape_x), ("dtype", y.dtype, x.dtype), ("device", y.device, x.device)):
         if a != b:
-            raise ValueError(f"{owner}: the defense {name} returned {what} {a} for an input of {what} {b}; "
-                             f"a defense must keep the input's shape, dtype and device")
+            keep = "batch, channels, dtype and device" if resize else "shape, dtype and device"
+            raise ValueError(f"{owner}: the defense {name} returned {what} {tuple(y.shape) if what == 'shape' else a} "
+                             f"for an input of {what} {tuple(x.shape) if what == 'shape' else b}; a defense must "
+                             f"keep the input's {keep}")
     return y
 
 

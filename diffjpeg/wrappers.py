@@ -330,7 +330,7 @@ class EOT(Defense):
 
     def _then(self, rest: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
         """One draw of the wrapped defense, checked, then ``rest``."""
-        return lambda t: rest(check_output(self.module, t, self.module(t)))
+        return lambda t: rest(check_output(self.module, t, self.module(t), resize=True))
 
     def compose(self, x: Tensor, rest: Callable[[Tensor], Tensor]) -> Tensor:
         """Mean over the draws of ``rest(defense(x))`` (the expectation outside ``rest``)."""
@@ -437,8 +437,9 @@ class DefendedModel(nn.Module):
     Every call checks, once, what crosses each boundary, with an error that names the culprit:
     the input (a tensor on the classifier's device, ``ValueError`` otherwise; as many channels as
     ``mean``/``std`` have entries when they have 3), the defense's output (a tensor of the input's
-    shape, dtype and device: ``TypeError``/``ValueError`` naming the defense) and the classifier's
-    output (a ``(B, K)`` tensor: ``TypeError``/``ValueError`` naming the classifier).
+    batch size, channels, dtype and device: ``TypeError``/``ValueError`` naming the defense; the
+    image size may change, as Xie et al.'s random resize and pad does) and the classifier's output
+    (a ``(B, K)`` tensor: ``TypeError``/``ValueError`` naming the classifier).
 
     The defense is used through the :class:`~diffjpeg.contract.Defense` contract's ``compose``
     (a plain module or callable is wrapped as a defense), so an :class:`EOT` defense needs no

@@ -470,9 +470,14 @@ def test_defended_model_checks_what_crosses_each_boundary(classifier):
         DefendedModel(classifier, None, MEAN, STD)(x[:, :1])
     with pytest.raises(ValueError, match=r"std has 3 entries"):
         DefendedModel(classifier, None, None, STD)(x[:, :1])
-    with pytest.raises(ValueError, match=r"the defense Crop returned shape \(2, 3, 8, 8\) for an input of shape "
-                                         r"\(2, 3, 16, 16\)"):
-        DefendedModel(classifier, Crop())(x)
+    with pytest.raises(ValueError, match=r"the defense Gray returned shape \(2, 1, 16, 16\) for an input of shape "
+                                         r"\(2, 3, 16, 16\); a defense must keep the input's batch, channels"):
+        DefendedModel(classifier, Gray())(x)
+    with pytest.raises(ValueError, match=r"the defense Half returned shape \(1, 3, 16, 16\)"):
+        DefendedModel(classifier, Half())(x)
+    # a resizing defense (random resize and pad) may change the image size for a size-agnostic classifier
+    any_size = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert DefendedModel(any_size, Crop())(x).shape == (2, 4)
     with pytest.raises(ValueError, match=r"the defense to_double returned dtype torch.float64 for an input of dtype "
                                          r"torch.float32"):
         DefendedModel(classifier, to_double)(x)
@@ -480,8 +485,8 @@ def test_defended_model_checks_what_crosses_each_boundary(classifier):
         DefendedModel(classifier, to_numpy)(x)
     with pytest.raises(TypeError, match=r"the defense to_none must return a torch.Tensor, got NoneType"):
         DefendedModel(classifier, to_none)(x)
-    with pytest.raises(ValueError, match=r"the defense Crop returned shape"):  # inside EOT: each draw is checked
-        DefendedModel(classifier, EOT(Crop(), n=2))(x)
+    with pytest.raises(ValueError, match=r"the defense Gray returned shape"):  # inside EOT: each draw is checked
+        DefendedModel(classifier, EOT(Gray(), n=2))(x)
     for bad in ("imagenet", b"x", object()):
         with pytest.raises(TypeError, match=r"mean must be a number, a sequence of 1 or 3 numbers .* got"):
             DefendedModel(classifier, None, mean=bad)
@@ -495,6 +500,20 @@ class Crop(Defense):
 
     def forward(self, x):
         return x[..., :8, :8]
+
+
+class Gray(Defense):
+    differentiable = True
+
+    def forward(self, x):
+        return x.mean(1, keepdim=True)
+
+
+class Half(Defense):
+    differentiable = True
+
+    def forward(self, x):
+        return x[: len(x) // 2]
 
 
 def to_double(x):
