@@ -6,9 +6,9 @@ Same classifier, defense (RandomJPEG), images, eps, alpha, steps and number of d
   of B images per step; gradient = sum of the n per-draw CE gradients.
 * ``torchattacks.PGD(DefendedModel(clf, EOT(RandomJPEG, n)))`` -- one pass of n*B images per step;
   gradient of the CE of the mean logits (``reduce="logits"``).
-* ``pgd_eot_grad`` below on ``DefendedModel(clf, EOT(RandomJPEG, n, reduce="grad"))`` -- one pass of
-  n*B images per step; gradient = mean of the n per-draw CE gradients, i.e. EOTPGD's estimator
-  (sign steps make sum and mean identical).
+* ``diffjpeg.attacks.core.pgd`` on ``DefendedModel(clf, EOT(RandomJPEG, n, reduce="grad"))`` -- one
+  pass of n*B images per step; the core ascends the model's own ``loss``, whose gradient is the mean
+  of the n per-draw CE gradients, i.e. EOTPGD's estimator (sign steps make sum and mean identical).
 
 Run::
 
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from diffjpeg.attacks.core import pgd
 from diffjpeg.defenses import RandomJPEG
 from diffjpeg.eval.datasets import gratings
 from diffjpeg.wrappers import EOT, DefendedModel
@@ -55,17 +56,6 @@ def train(size: int, steps: int = 150) -> nn.Module:
         loss.backward()
         opt.step()
     return model.eval()
-
-
-def pgd_eot_grad(model: DefendedModel, x, y, eps: float, alpha: float, steps: int):
-    """L-inf PGD with a random start on ``model.loss`` (EOT ``reduce="grad"``: mean per-draw CE)."""
-    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(model.loss(adv, y), adv)
-        adv = adv.detach() + alpha * grad.sign()
-        adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
-    return adv.detach()
 
 
 def timed(cases: dict, repeats: int, device: torch.device) -> tuple[dict, dict]:
@@ -127,7 +117,8 @@ def main(argv=None) -> None:
             plain, eps=a.eps, alpha=alpha, steps=a.steps, eot_iter=a.n)(x, y),
         f"torchattacks.PGD on EOT(n={a.n}, reduce='logits')": lambda: torchattacks.PGD(
             eot_logits, eps=a.eps, alpha=alpha, steps=a.steps)(x, y),
-        f"pgd_eot_grad on EOT(n={a.n}, reduce='grad')": lambda: pgd_eot_grad(eot_grad, x, y, a.eps, alpha, a.steps),
+        f"core pgd on EOT(n={a.n}, reduce='grad')": lambda: pgd(eot_grad, x, y, a.eps, a.steps, alpha,
+                                                                 generator=torch.Generator().manual_seed(0)),
     }
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} images={a.batch}x3x"
           f"{a.size}x{a.size} n={a.n} steps={a.steps} eps={a.eps:.4f} q={tuple(a.q)} repeats={a.repeats} "

@@ -55,7 +55,8 @@ from diffjpeg.attacks import build
 from diffjpeg.defenses import FeatureDistillation
 from diffjpeg.defenses.reconstruction import save_weights
 from diffjpeg.eval import load_dataset, load_model
-from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, correct, train_classifier
+from diffjpeg.eval.train_reconstruction import FMNISTNet
+from diffjpeg.learn.classifier import accuracy, correct, train_classifier
 from diffjpeg.eval.zoo import SmallCNN
 from diffjpeg.jpeg.real import JPEG
 from diffjpeg.jpeg.tables import quality_tables
@@ -97,20 +98,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=None,
                    help="with a small_cnn trained here: learn the tables on --train training images it was not "
                         "trained on (the next ones), not on its own training images")
-    p.add_argument("--test", type=int, help="images evaluated (the first N)")
-    p.add_argument("--robust", type=int, help="images attacked (the first N of those evaluated)")
-    p.add_argument("--lams", help="rate weights of the learned tables, comma-separated")
-    p.add_argument("--steps", type=int, help="learning steps per lam")
-    p.add_argument("--adv-lam", type=float, help="lam of the adversarially trained run (<0: none)")
-    p.add_argument("--adv-steps", type=int, help="PGD steps per learning step of the adversarial run")
-    p.add_argument("--eps", type=float, help="L-inf budget of the evaluation and training PGD")
-    p.add_argument("--pgd-steps", type=int, help="steps of the evaluation PGD")
-    p.add_argument("--qualities", help="IJG qualities of the sweep, comma-separated")
-    p.add_argument("--init-quality", type=float, help="IJG quality whose tables start the learning")
-    p.add_argument("--lr", type=float, help="Adam step size in table units")
-    p.add_argument("--batch-size", type=int, help="images per learning step")
-    p.add_argument("--eval-batch", type=int, help="images per attack batch")
-    p.add_argument("--calibration", type=int, help="images calibrating Feature Distillation's band")
+    for flag, kind, text in (
+            ("--test", int, "images evaluated (the first N)"),
+            ("--robust", int, "images attacked (the first N of those evaluated)"),
+            ("--lams", None, "rate weights of the learned tables, comma-separated"),
+            ("--steps", int, "learning steps per lam"),
+            ("--adv-lam", float, "lam of the adversarially trained run (<0: none)"),
+            ("--adv-steps", int, "PGD steps per learning step of the adversarial run"),
+            ("--eps", float, "L-inf budget of the evaluation and training PGD"),
+            ("--pgd-steps", int, "steps of the evaluation PGD"),
+            ("--qualities", None, "IJG qualities of the sweep, comma-separated"),
+            ("--init-quality", float, "IJG quality whose tables start the learning"),
+            ("--lr", float, "Adam step size in table units"),
+            ("--batch-size", int, "images per learning step"),
+            ("--eval-batch", int, "images per attack batch"),
+            ("--calibration", int, "images calibrating Feature Distillation's band"),
+    ):
+        p.add_argument(flag, type=kind, help=text)
     p.add_argument("--rounding", default="ste", help="estimator while learning (ste, noise, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="PNG of accuracy vs bits per pixel ('' for none)")

@@ -32,10 +32,12 @@ import torch
 import torchattacks
 from torch import nn
 
-from diffjpeg.defenses.reconstruction import (EDSR, PixelDepthReconstruction, load_weights, save_weights,
-                                              train_reconstruction)
+from diffjpeg.defenses.reconstruction import EDSR, PixelDepthReconstruction, load_weights, save_weights
 from diffjpeg.eval.datasets import FASHION_MNIST_DIR, load_fashion_mnist
-from diffjpeg.eval.train_reconstruction import FMNISTNet, accuracy, psnr, train_classifier
+from diffjpeg.eval.train_reconstruction import FMNISTNet
+from diffjpeg.learn.classifier import accuracy, train_classifier
+from diffjpeg.learn.reconstruction import train_reconstruction
+from diffjpeg.metrics import psnr
 from diffjpeg.wrappers import BPDA, DefendedModel
 
 #: Zhang et al., Fashion-MNIST, eps = 0.05, ResNet-50 (Table 2 / Table 4, first attack strength)

@@ -5,7 +5,8 @@
 * :class:`BPDA` -- run a defense exactly in the forward pass (also a non-differentiable one, e.g.
   Pillow's JPEG) and a differentiable surrogate's vector-Jacobian product in the backward pass.
 * :class:`EOT` -- expectation over transformation: ``n`` draws of a randomised defense in one
-  batched pass, averaged over logits or over the gradients of per-draw losses.
+  batched pass, averaged over logits or over the gradients of per-draw losses; around a defense it
+  is itself a :class:`~diffjpeg.contract.Defense`.
 * :class:`RNGSnapshot` -- the one mechanism for replaying the draws of randomised defenses.
 
 Replaying randomness
@@ -23,17 +24,21 @@ replay for free by following the convention -- no per-defense code.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import warnings
+from numbers import Real
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .contract import Defense
+from .contract import Defense, as_defense, check_output
 from .arguments import check_int
 
-__all__ = ["DefendedModel", "BPDA", "EOT", "RNGSnapshot"]
+__all__ = ["DefendedModel", "BPDA", "EOT", "MAX_DRAWS", "RNGSnapshot", "predict"]
 
 REDUCTIONS = ("logits", "grad")
 
@@ -41,26 +46,9 @@ REDUCTIONS = ("logits", "grad")
 # --------------------------------------------------------------------------------------- helpers
 
 
-class _Callable(nn.Module):
-    """Wraps a plain callable ``x -> x'`` (e.g. a Pillow round trip) as a module."""
-
-    def __init__(self, fn: Callable[[Tensor], Tensor]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return getattr(self.fn, "__name__", repr(self.fn))
-
-
 def _as_module(obj: object, name: str) -> nn.Module:
-    if isinstance(obj, nn.Module):
-        return obj
-    if callable(obj):
-        return _Callable(obj)
-    raise TypeError(f"{name} must be an nn.Module or a callable x -> x', got {type(obj).__name__}")
+    """A module as it is; a plain callable ``x -> x'`` (e.g. a Pillow round trip) wrapped as one."""
+    return obj if isinstance(obj, nn.Module) else as_defense(obj, name)
 
 
 def _module_device(module: nn.Module) -> torch.device | None:
@@ -140,6 +128,18 @@ class RNGSnapshot:
 # ---------------------------------------------------------------------------------------- BPDA
 
 
+def _check_surrogate(surrogate: nn.Module, x: Tensor, s: object) -> None:
+    """BPDA's surrogate must return a tensor of the input's shape that autograd can differentiate."""
+    name = type(surrogate).__name__
+    if not isinstance(s, Tensor) or s.shape != x.shape:
+        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        raise ValueError(f"BPDA: the surrogate {name} returned {got} for an input of shape {tuple(x.shape)}; "
+                         f"a surrogate must keep the input's shape")
+    if not s.requires_grad:
+        raise ValueError(f"BPDA: the surrogate {name} returned a tensor with no gradient (detached, or computed "
+                         f"under torch.no_grad()); a surrogate must be differentiable in its input")
+
+
 class _BPDAFunction(torch.autograd.Function):
     """forward: ``defense(x)`` without autograd; backward: VJP of ``surrogate`` at the same ``x``."""
 
@@ -148,7 +148,7 @@ class _BPDAFunction(torch.autograd.Function):
         snapshot = RNGSnapshot(bpda) if bpda.randomized else None
         with torch.no_grad():
             y = bpda.defense(x)
-        bpda._check_output(x, y)
+        check_output(bpda.defense, x, y, "BPDA")
         ctx.bpda, ctx.snapshot = bpda, snapshot
         ctx.save_for_backward(x)
         return y
@@ -163,6 +163,7 @@ class _BPDAFunction(torch.autograd.Function):
         with torch.enable_grad(), replay:
             xd = x.detach().requires_grad_(True)
             s = bpda.backward_module(xd)
+            _check_surrogate(bpda.backward_module, xd, s)
             (gx,) = torch.autograd.grad(s, xd, grad, allow_unused=True)
         return (torch.zeros_like(x) if gx is None else gx), None
 
@@ -210,21 +211,37 @@ class BPDA(Defense):
             raise TypeError(f"BPDA: x must be a torch.Tensor, got {type(x).__name__}")
         return _BPDAFunction.apply(x, self)
 
-    def _check_output(self, x: Tensor, y: object) -> None:
-        name = type(self.defense).__name__
-        if not isinstance(y, Tensor):
-            raise TypeError(f"BPDA: the defense {name} must return a torch.Tensor, got {type(y).__name__}")
-        for what, a, b in (("shape", tuple(y.shape), tuple(x.shape)), ("dtype", y.dtype, x.dtype),
-                           ("device", y.device, x.device)):
-            if a != b:
-                raise ValueError(f"BPDA: the defense {name} returned {what} {a} for an input of {what} {b}; "
-                                 f"a defense must keep the input's shape, dtype and device")
-
 
 # ----------------------------------------------------------------------------------------- EOT
 
 
-class EOT(nn.Module):
+#: the most draws :class:`EOT` accepts (attacks use 10 to 1000; more is a typo or a memory accident)
+MAX_DRAWS = 100_000
+
+
+@functools.lru_cache(maxsize=None)
+def _device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (CPU: physical RAM), ``None`` when unknown."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[1]
+        if device.type == "cpu":
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        pass
+    return None
+
+
+@torch.compiler.disable
+def _check_memory(need: int, device: torch.device, what: str) -> None:
+    """Refuse a call whose tensors alone need more than the device's whole memory."""
+    have = _device_memory(device)
+    if have is not None and need > have:
+        raise ValueError(f"EOT: {what} need {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of "
+                         f"memory of {device}; lower n or max_batch")
+
+
+class EOT(Defense):
     """Expectation over transformation: ``n`` draws of a randomised module in one batched pass.
 
     ``module`` is a model ``(B, C, H, W) -> (B, K)`` (e.g. a :class:`DefendedModel` around a
@@ -267,6 +284,16 @@ class EOT(nn.Module):
             fall out of the cache and one huge pass runs up to 2x slower than several
             cache-sized ones.
 
+    Around a defense, EOT is itself a defense (the :class:`~diffjpeg.contract.Defense` contract):
+    ``differentiable`` is the wrapped defense's, ``randomized`` is true unless ``fixed``,
+    ``surrogate()`` is EOT over the defense's surrogate (identity when it has none), and
+    :meth:`compose` / :meth:`compose_loss` run the rest of a model (normalisation, classifier) on
+    every draw, which is how :class:`DefendedModel` moves the expectation outside the classifier.
+
+    Sizes: ``n`` is at most :data:`MAX_DRAWS` (100 000), and a call whose tiled input alone (or,
+    after the first group of draws, whose outputs) would need more than the device's whole memory
+    (CPU: physical RAM) is refused with the figure, before it exhausts memory.
+
     Shape:
         input ``(B, ...)``; :meth:`draws` ``(n, B, ...)``; ``forward`` ``(B, ...)``.
     """
@@ -275,6 +302,9 @@ class EOT(nn.Module):
                  max_batch: int | str | None = "auto"):
         super().__init__()
         check_int(n, "EOT: n", 1)
+        if n > MAX_DRAWS:
+            raise ValueError(f"EOT: n must be at most MAX_DRAWS = {MAX_DRAWS} draws, got {n}; the tiled batch of n "
+                             f"copies of the input would not fit in memory or time")
         if reduce not in REDUCTIONS:
             raise ValueError(f"EOT: reduce must be one of {REDUCTIONS}, got {reduce!r}")
         if not (max_batch is None or max_batch == "auto"
@@ -287,6 +317,29 @@ class EOT(nn.Module):
     @property
     def randomized(self) -> bool:
         return not self.fixed and bool(getattr(self.module, "randomized", True))
+
+    @property
+    def differentiable(self) -> bool:
+        return bool(getattr(self.module, "differentiable", True))
+
+    def surrogate(self) -> nn.Module:
+        inner = self.module.surrogate() if hasattr(self.module, "surrogate") else nn.Identity()
+        if isinstance(inner, nn.Identity):
+            return nn.Identity()
+        return EOT(inner, self.n, self.reduce, max_batch=self.max_batch)
+
+    def _then(self, rest: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        """One draw of the wrapped defense, checked, then ``rest``."""
+        return lambda t: rest(check_output(self.module, t, self.module(t), resize=True))
+
+    def compose(self, x: Tensor, rest: Callable[[Tensor], Tensor]) -> Tensor:
+        """Mean over the draws of ``rest(defense(x))`` (the expectation outside ``rest``)."""
+        return self.forward(x, self._then(rest))
+
+    def compose_loss(self, x: Tensor, y: Tensor, rest: Callable[[Tensor], Tensor],
+                     loss_fn: Callable = F.cross_entropy) -> Tensor:
+        """:meth:`loss` of ``rest(defense(x))`` over the draws, under the chosen reduction."""
+        return self.loss(x, y, loss_fn, self._then(rest))
 
     def reset(self) -> None:
         """Forget the recorded draws of ``fixed=True``; the next call records new ones."""
@@ -310,8 +363,14 @@ class EOT(nn.Module):
         if limit == "auto":
             limit = 128 if x.device.type == "cpu" else None
         per = n if limit is None else min(n, max(1, limit // b))
+        _check_memory(per * x.numel() * x.element_size(), x.device, f"{per} draws of the input {tuple(x.shape)} "
+                      f"{x.dtype} per call (n={n}, max_batch={self.max_batch!r})")
         tile = [1] * (x.ndim - 1)
-        outs = [fn(x.repeat(min(per, n - start), *tile)) for start in range(0, n, per)]
+        outs = [fn(x.repeat(per, *tile))]
+        if per < n:
+            _check_memory(outs[0].numel() * outs[0].element_size() // per * n, outs[0].device,
+                          f"the outputs of n={n} draws {(n * b, *outs[0].shape[1:])}")
+        outs += [fn(x.repeat(min(per, n - start), *tile)) for start in range(per, n, per)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def forward(self, x: Tensor, fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
@@ -341,7 +400,14 @@ class EOT(nn.Module):
 def _channel_stats(value, name: str) -> Tensor | None:
     if value is None:
         return None
-    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Real, Sequence, Tensor, np.ndarray)):
+        raise TypeError(f"DefendedModel: {name} must be a number, a sequence of 1 or 3 numbers (one per channel) or "
+                        f"a tensor, got {type(value).__name__} {value!r}; e.g. ImageNet's "
+                        f"mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)")
+    try:
+        t = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"DefendedModel: {name} must be numbers (one per channel), got {value!r}: {exc}") from None
     if t.numel() not in (1, 3):
         raise ValueError(f"DefendedModel: {name} must have 1 or 3 entries (one per channel), got {t.numel()}")
     if not torch.isfinite(t).all():
@@ -364,10 +430,26 @@ class DefendedModel(nn.Module):
             (1 or C entries each), or ``None`` for none.
 
     The model follows the classifier's device: ``.to(device)`` moves the classifier, the
-    defense's parameters and the normalisation buffers together. An input on another device than
-    the classifier's parameters raises a ``ValueError`` (no silent transfers). ``.eval()`` and
-    ``.train()`` reach the classifier and the defense; a new DefendedModel starts in the
-    classifier's mode (so wrapping an eval-mode classifier gives an eval-mode model).
+    defense's parameters and the normalisation buffers together. ``.eval()`` and ``.train()``
+    reach the classifier and the defense; a new DefendedModel starts in the classifier's mode (so
+    wrapping an eval-mode classifier gives an eval-mode model).
+
+    Every call checks, once, what crosses each boundary, with an error that names the culprit:
+    the input (a tensor on the classifier's device, ``ValueError`` otherwise; as many channels as
+    ``mean``/``std`` have entries when they have 3), the defense's output (a tensor of the input's
+    batch size, channels, dtype and device: ``TypeError``/``ValueError`` naming the defense; the
+    image size may change, as Xie et al.'s random resize and pad does) and the classifier's output
+    (a ``(B, K)`` tensor: ``TypeError``/``ValueError`` naming the classifier).
+
+    The defense is used through the :class:`~diffjpeg.contract.Defense` contract's ``compose``
+    (a plain module or callable is wrapped as a defense), so an :class:`EOT` defense needs no
+    special case here.
+
+    Example::
+
+        model = DefendedModel(classifier, BPDA(JPEG(q=50)), mean=(0.5,) * 3, std=(0.25,) * 3).eval()
+        logits = model(images)                  # (B, K)
+        loss = model.loss(images, labels)       # what diffjpeg.attacks.core ascends
 
     Shape:
         input ``(B, C, H, W)`` in [0, 1]; output ``(B, K)`` logits.
@@ -379,12 +461,11 @@ class DefendedModel(nn.Module):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"DefendedModel: classifier must be an nn.Module, got {type(classifier).__name__}")
         self.classifier = classifier
-        self.defense = nn.Identity() if defense is None else _as_module(defense, "defense")
-        inner = self.defense.module if isinstance(self.defense, EOT) else self.defense
-        if isinstance(inner, Defense) and not inner.differentiable:
-            warnings.warn(f"DefendedModel: the defense {type(inner).__name__} is not differentiable, so gradient-based "
-                          f"attacks get no gradient through it; attack BPDA({type(inner).__name__}(...)) instead",
-                          stacklevel=2)
+        self.defense = as_defense(nn.Identity() if defense is None else defense, "defense")
+        if not self.defense.differentiable:
+            name = type(getattr(self.defense, "module", self.defense)).__name__
+            warnings.warn(f"DefendedModel: the defense {name} is not differentiable, so gradient-based "
+                          f"attacks get no gradient through it; attack BPDA({name}(...)) instead", stacklevel=2)
         std_t = _channel_stats(std, "std")
         if std_t is not None and (std_t <= 0).any():
             raise ValueError(f"DefendedModel: std must be > 0, got {std_t.flatten().tolist()}")
@@ -399,27 +480,36 @@ class DefendedModel(nn.Module):
             x = x / self.std.to(x.dtype)
         return x
 
-    def _pipeline(self, x: Tensor) -> Tensor:
-        defense = self.defense.module if isinstance(self.defense, EOT) else self.defense
-        return self.classifier(self.normalize(defense(x)))
+    def _rest(self, z: Tensor) -> Tensor:
+        """Normalisation and classifier on the defense's output ``z``, the classifier's output checked."""
+        out = self.classifier(self.normalize(z))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"DefendedModel: the classifier {type(self.classifier).__name__} must return a logits "
+                            f"tensor (B, K), got {type(out).__name__}; wrap it to return only the logits")
+        if out.ndim != 2 or out.shape[0] != z.shape[0]:
+            raise ValueError(f"DefendedModel: the classifier {type(self.classifier).__name__} returned shape "
+                             f"{tuple(out.shape)} for {z.shape[0]} images; it must return logits (B, K) = "
+                             f"({z.shape[0]}, classes)")
+        return out
 
-    def _check_device(self, x: Tensor) -> None:
+    def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"DefendedModel: x must be a torch.Tensor, got {type(x).__name__}")
         device = _module_device(self.classifier)
         if device is not None and x.device != device:
             raise ValueError(f"DefendedModel: x is on {x.device} but the classifier is on {device}; "
                              f"move the input with x.to('{device}')")
+        for name in ("mean", "std"):
+            stats = getattr(self, name)
+            if stats is not None and stats.numel() > 1 and (x.ndim != 4 or x.shape[1] != stats.numel()):
+                raise ValueError(f"DefendedModel: {name} has {stats.numel()} entries (one per channel) but x has "
+                                 f"shape {tuple(x.shape)}; give images (B, {stats.numel()}, H, W) or 1 entry")
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_device(x)
-        if isinstance(self.defense, EOT):
-            return self.defense(x, self._pipeline)
-        return self._pipeline(x)
+        self._check_input(x)
+        return self.defense.compose(x, self._rest)
 
     def loss(self, x: Tensor, y: Tensor, loss_fn: Callable = F.cross_entropy) -> Tensor:
-        """``loss_fn(self(x), y)``; with an :class:`EOT` defense, :meth:`EOT.loss` (its reduction)."""
-        self._check_device(x)
-        if isinstance(self.defense, EOT):
-            return self.defense.loss(x, y, loss_fn, self._pipeline)
-        return loss_fn(self._pipeline(x), y)
+        """The attacker's loss ``loss_fn(self(x), y)``; with an :class:`EOT` defense, its reduction's loss."""
+        self._check_input(x)
+        return self.defense.compose_loss(x, y, self._rest, loss_fn)

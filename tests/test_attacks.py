@@ -154,7 +154,8 @@ def test_dct_attack_file_is_as_adversarial_as_the_tensor(model, classifier, grat
 
 def test_dct_attack_targeted_and_grayscale(classifier, grating_data):
     x, y = grating_data[0][:8], grating_data[1][:8]
-    gray_model = DefendedModel(torch.nn.Sequential(Repeat3(), classifier).eval(), None, MEAN, STD)
+    # gray -> three equal channels -> the colour model's normalisation and classifier
+    gray_model = DefendedModel(torch.nn.Sequential(Repeat3(), DefendedModel(classifier, None, MEAN, STD)).eval())
     target = (y + 1) % NUM_CLASSES
     gray = x.mean(1, keepdim=True)
     adv = DCTAttack(gray_model, q=75, eps=3, alpha=1, steps=6, targeted=True)(gray, target)
@@ -175,3 +176,11 @@ def test_attacks_on_cuda(classifier, grating_data):
         adv = attack(x, y)
         assert adv.device.type == "cuda" and adv.shape == x.shape
     model.to("cpu")
+
+
+def test_the_static_torchattacks_list_matches_the_installed_torchattacks():
+    from diffjpeg.attacks.registry import TORCHATTACKS_CLASSES
+
+    installed = {name for name in torchattacks.__all__ if isinstance(getattr(torchattacks, name), type)
+                 and issubclass(getattr(torchattacks, name), torchattacks.attack.Attack)}
+    assert set(TORCHATTACKS_CLASSES) == installed - {"MultiAttack", "LGV", "OnePixel"}

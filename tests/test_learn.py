@@ -9,7 +9,7 @@ from PIL import Image
 from diffjpeg import JPEG, DefendedModel, DiffJPEG
 from diffjpeg.eval.datasets import gratings
 from diffjpeg.eval.models import fragile_grating_classifier
-from diffjpeg.eval.train_reconstruction import accuracy
+from diffjpeg.learn.classifier import accuracy
 from diffjpeg.jpeg.tables import quality_tables
 from diffjpeg.learn import (export_jpeg, learn_qtables, load_tables, objective, rate_correlation, rate_proxy,
                             real_bpp, save_tables, tables_tensor)

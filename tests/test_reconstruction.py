@@ -12,7 +12,8 @@ from torch import nn
 from diffjpeg.contract import Defense
 from diffjpeg.defenses import build
 from diffjpeg.defenses.reconstruction import (EDSR, PixelDepthReconstruction, load_weights, quantize_depth,
-                                              quantize_depth_ste, save_weights, train_reconstruction)
+                                              quantize_depth_ste, save_weights)
+from diffjpeg.learn.reconstruction import train_reconstruction
 from diffjpeg.eval.datasets import load_fashion_mnist, read_idx
 from diffjpeg.wrappers import BPDA, DefendedModel
 

@@ -423,3 +423,135 @@ def test_torch_compile(classifier, grating_data):
         raise
     torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
     assert_grad_close(g, grad_of(lambda t: F.cross_entropy(model(t), y), x))
+
+
+# ------------------------------------------------------------------- EOT as a Defense; boundary checks
+
+
+def test_eot_satisfies_the_defense_contract(classifier, grating_data):
+    x, y = grating_data[0][:4], grating_data[1][:4]
+    d = RandomJPEG((40, 80), generator=torch.Generator().manual_seed(0))
+    eot = EOT(d, n=3)
+    assert isinstance(eot, Defense) and eot.randomized and eot.differentiable == d.differentiable
+    assert not EOT(d, n=3, fixed=True).randomized
+    sur = eot.surrogate()
+    assert isinstance(sur, EOT) and sur.n == 3 and isinstance(sur.module, type(d.surrogate()))
+    assert isinstance(EOT(Posterize(), n=2).surrogate(), nn.Identity)
+    # compose: the rest of the model runs on every draw, the mean taken afterwards
+    rest = DefendedModel(classifier, None, MEAN, STD)
+    fixed = EOT(RandomJPEG((40, 80), generator=torch.Generator().manual_seed(1)), n=3, fixed=True)
+    composed = fixed.compose(x, rest)
+    draws = fixed.draws(x)  # the same draws (replayed)
+    torch.testing.assert_close(composed, torch.stack([rest(t) for t in draws]).mean(0), rtol=1e-5, atol=1e-6)
+    model = DefendedModel(classifier, fixed, MEAN, STD)
+    assert torch.equal(model(x), composed)
+    assert torch.equal(model.loss(x, y), fixed.compose_loss(x, y, model._rest))
+    with pytest.warns(UserWarning, match=r"Posterize is not differentiable.*BPDA"):
+        DefendedModel(classifier, EOT(Posterize(), n=2))
+
+
+class TupleNet(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x), None
+
+
+def test_defended_model_checks_what_crosses_each_boundary(classifier):
+    x = images(2)
+    with pytest.raises(TypeError, match=r"the classifier TupleNet must return a logits tensor \(B, K\), got tuple"):
+        DefendedModel(TupleNet(classifier))(x)
+    with pytest.raises(ValueError, match=r"the classifier Flatten returned shape \(1536,\) for 2 images; "
+                                         r"it must return logits \(B, K\)"):
+        DefendedModel(nn.Flatten(start_dim=0))(x)
+    with pytest.raises(ValueError, match=r"mean has 3 entries \(one per channel\) but x has shape \(2, 1, 16, 16\)"):
+        DefendedModel(classifier, None, MEAN, STD)(x[:, :1])
+    with pytest.raises(ValueError, match=r"std has 3 entries"):
+        DefendedModel(classifier, None, None, STD)(x[:, :1])
+    with pytest.raises(ValueError, match=r"the defense Gray returned shape \(2, 1, 16, 16\) for an input of shape "
+                                         r"\(2, 3, 16, 16\); a defense must keep the input's batch, channels"):
+        DefendedModel(classifier, Gray())(x)
+    with pytest.raises(ValueError, match=r"the defense Half returned shape \(1, 3, 16, 16\)"):
+        DefendedModel(classifier, Half())(x)
+    # a resizing defense (random resize and pad) may change the image size for a size-agnostic classifier
+    any_size = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert DefendedModel(any_size, Crop())(x).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"the defense to_double returned dtype torch.float64 for an input of dtype "
+                                         r"torch.float32"):
+        DefendedModel(classifier, to_double)(x)
+    with pytest.raises(TypeError, match=r"the defense to_numpy must return a torch.Tensor, got ndarray"):
+        DefendedModel(classifier, to_numpy)(x)
+    with pytest.raises(TypeError, match=r"the defense to_none must return a torch.Tensor, got NoneType"):
+        DefendedModel(classifier, to_none)(x)
+    with pytest.raises(ValueError, match=r"the defense Gray returned shape"):  # inside EOT: each draw is checked
+        DefendedModel(classifier, EOT(Gray(), n=2))(x)
+    for bad in ("imagenet", b"x", object()):
+        with pytest.raises(TypeError, match=r"mean must be a number, a sequence of 1 or 3 numbers .* got"):
+            DefendedModel(classifier, None, mean=bad)
+    with pytest.raises(TypeError, match=r"std must be numbers \(one per channel\), got \['a', 'b', 'c'\]"):
+        DefendedModel(classifier, None, std=["a", "b", "c"])
+    assert DefendedModel(classifier, None, MEAN, STD)(x).shape == (2, 4)  # the right sizes pass
+
+
+class Crop(Defense):
+    differentiable = True
+
+    def forward(self, x):
+        return x[..., :8, :8]
+
+
+class Gray(Defense):
+    differentiable = True
+
+    def forward(self, x):
+        return x.mean(1, keepdim=True)
+
+
+class Half(Defense):
+    differentiable = True
+
+    def forward(self, x):
+        return x[: len(x) // 2]
+
+
+def to_double(x):
+    return x.double()
+
+
+def to_numpy(x):
+    return x.numpy()
+
+
+def to_none(x):
+    return None
+
+
+def test_bpda_checks_its_surrogate():
+    x = images(2)
+    with pytest.raises(ValueError, match=r"the surrogate Crop returned \(2, 3, 8, 8\) for an input of shape "
+                                         r"\(2, 3, 16, 16\)"):
+        grad_of(BPDA(Posterize(), Crop()), x)
+    with pytest.raises(ValueError, match=r"the surrogate Detached returned a tensor with no gradient"):
+        grad_of(BPDA(Posterize(), Detached()), x)
+
+
+class Detached(nn.Module):
+    def forward(self, x):
+        return x.detach() * 0.5
+
+
+def test_eot_refuses_impossible_sizes():
+    with pytest.raises(ValueError, match=r"n must be at most MAX_DRAWS = 100000 draws, got 10000000"):
+        EOT(nn.Identity(), n=10**7)
+    with pytest.raises(ValueError, match=r"n must be at most MAX_DRAWS"):
+        EOT(nn.Identity(), n=10**12)
+    # 100 000 draws of one 3x1024x1024 float32 image in one call: 1172 GiB, more than this machine has
+    with pytest.raises(ValueError, match=r"EOT: 100000 draws of the input \(1, 3, 1024, 1024\) torch.float32 per "
+                                         r"call .* need 1171\.9 GiB, more than the .* GiB of memory of cpu"):
+        EOT(nn.Identity(), n=100_000, max_batch=None)(torch.zeros(1, 3, 1024, 1024))
+    # in calls of whole draws the input fits, but all the outputs together do not
+    with pytest.raises(ValueError, match=r"EOT: the outputs of n=100000 draws \(100000, 3, 1024, 1024\) need "
+                                         r"1171\.9 GiB"):
+        EOT(nn.Identity(), n=100_000, max_batch=1)(torch.zeros(1, 3, 1024, 1024))

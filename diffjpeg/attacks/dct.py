@@ -30,7 +30,7 @@ from ..jpeg.io import AC_LIMIT, write_coefficients
 from ..jpeg.rounding import round_ste
 from ..jpeg.validate import check_qtables, check_quality, check_subsampling
 from ..arguments import check_int, check_real
-from .base import Attack
+from .base import Attack, eval_mode
 
 
 @dataclasses.dataclass
@@ -117,12 +117,8 @@ class DCTAttack(Attack):
 
         Puts the model in eval mode for the attack and restores its mode, as ``attack(...)`` does.
         """
-        given_training = self.model.training
-        self._change_model_mode(given_training)
-        try:
+        with eval_mode(self.model):
             return self._attack(images, labels)
-        finally:
-            self._recover_model_mode(given_training)
 
     def _attack(self, images: Tensor, labels: Tensor) -> DCTAttackResult:
         images, _, goal = self._prepare(images, labels)

@@ -1,4 +1,4 @@
-"""Gradient attacks from seed paper 001's list that torchattacks lacks: GA and L-BFGS.
+"""Two gradient attacks that torchattacks lacks: GA and L-BFGS.
 
 * :class:`GA` -- the "gradient attack": one step of length ``eps`` (L2) along the gradient of the
   cross-entropy loss normalised to unit L2 norm per image (FGSM's step, but along the gradient itself

@@ -6,12 +6,12 @@ from .feature_distillation import FeatureDistillation
 from .kmeans import KMeansColors
 from .median import MedianSmoothing
 from .random_jpeg import RandomJPEG
-from .reconstruction import EDSR, PixelDepthReconstruction, train_reconstruction
+from .reconstruction import EDSR, PixelDepthReconstruction
 from .registry import available, build, register
 from .resize_pad import RandomResizePad
 from .saliency_jpeg import SaliencyJPEG
 from .tvm import TVM
 
 __all__ = ["Defense", "BitDepth", "FeatureDistillation", "KMeansColors", "MedianSmoothing", "RandomJPEG",
-           "RandomResizePad", "SaliencyJPEG", "TVM", "PixelDepthReconstruction", "EDSR", "train_reconstruction",
+           "RandomResizePad", "SaliencyJPEG", "TVM", "PixelDepthReconstruction", "EDSR",
            "available", "build", "register"]

@@ -16,33 +16,31 @@ This module has the pieces as functions and thin modules:
   straight-through (identity) gradient;
 * :class:`EDSR` -- the reconstruction network (same size in and out, no upsampling);
 * :class:`PixelDepthReconstruction` -- the defense (a :class:`~diffjpeg.contract.Defense`);
-* :func:`train_reconstruction` -- the training loop (FGSM examples against a classifier, per epoch
-  checkpoints, resume), :func:`save_weights` / :func:`load_weights` (state dicts read with
-  ``torch.load(..., weights_only=True)``).
+* :func:`save_weights` / :func:`load_weights` -- state dicts, read with ``torch.load(..., weights_only=True)``.
+
+The network's training (clean and FGSM inputs, per-epoch checkpoints, resume) is
+:func:`diffjpeg.learn.reconstruction.train_reconstruction`.
 """
 from __future__ import annotations
 
 import os
 import re
-from numbers import Real
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..contract import Defense
 from ..jpeg.rounding import straight_through
 from ..jpeg.validate import check_image
-from ..arguments import check_generator, check_int, check_range, check_real
+from ..arguments import check_int, check_real
 from .bit_depth import reduce_depth
 from .registry import register
 from ..files import atomic_torch_save, load_checkpoint
 
 __all__ = ["EDSR", "PixelDepthReconstruction", "load_weights", "quantize_depth", "quantize_depth_ste",
-           "save_weights", "train_reconstruction"]
+           "save_weights"]
 
 
 # ------------------------------------------------------------------------------------ quantiser
@@ -291,143 +289,6 @@ class PixelDepthReconstruction(Defense):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}" + (f", weights={self.weights!r}" if self.weights else "")
-
-
-# ------------------------------------------------------------------------------------ training
-
-
-def _fgsm(classifier: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
-    """One signed-gradient step of size ``eps`` (per image, ``(B,)``) on the cross-entropy, clamped."""
-    with torch.enable_grad():
-        xa = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(classifier(xa), y), xa)
-    return (x + eps.view(-1, *([1] * (x.ndim - 1))) * grad.sign()).clamp(0, 1).detach()
-
-
-def train_reconstruction(network: nn.Module, images: Tensor, levels: int = 4,
-                         classifier: Callable[[Tensor], Tensor] | None = None, labels: Tensor | None = None,
-                         fgsm_eps: float | Sequence[float] = (0.0, 0.1), adversarial_fraction: float = 0.5,
-                         epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                         checkpoint: str | os.PathLike | None = None, generator: torch.Generator | None = None,
-                         progress: bool = True) -> list[float]:
-    """Train ``network`` to map ``quantize_depth(x_in, levels)`` back to the clean ``x`` (MSE).
-
-    Each batch of clean images ``x`` is shuffled with ``generator``. Without a ``classifier`` the
-    inputs are the clean images. With one, as in the paper, a share ``adversarial_fraction`` of
-    each batch is replaced by FGSM examples crafted against ``classifier`` on the spot (the batch
-    size stays the same), each image with its own ``eps`` drawn uniformly from ``fgsm_eps``
-    (the paper: 0 to 0.1 on Fashion-MNIST); their targets are still the clean images.
-
-    Progress is shown with tqdm. With ``checkpoint``, the network, the optimiser (Adam), the
-    generator's state and the loss history are written there (atomically) after every epoch, and a
-    run finding an existing checkpoint resumes after its last finished epoch (interrupt with
-    Ctrl-C and run again). The network is trained on its own device; the data follow it per batch.
-
-    Args:
-        network: module ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`EDSR`), trained in place.
-        images: clean training images ``(N, C, H, W)`` in [0, 1].
-        levels: grey levels of the compression, >= 2.
-        classifier: callable mapping images in [0, 1] to logits (include any normalisation, e.g.
-            ``DefendedModel(clf, None, mean, std)``), or ``None`` for no adversarial examples.
-        labels: ``(N,)`` int64 labels for FGSM; ``None`` uses the classifier's own predictions.
-        fgsm_eps: FGSM step size, a number or a range ``(lo, hi)`` in [0, 1].
-        adversarial_fraction: share of each batch replaced by FGSM examples, in [0, 1].
-        epochs, batch_size, lr: number of passes over ``images``, images per step, Adam's rate.
-        checkpoint: path of the per-epoch checkpoint (its folder must exist), or ``None``.
-        generator: ``torch.Generator`` (CPU) for shuffling, eps and the adversarial subset.
-        progress: show a tqdm bar.
-
-    Returns:
-        the mean training loss of every epoch (the resumed ones included), a list of floats.
-    """
-    if not isinstance(network, nn.Module):
-        raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
-    check_image(images, "images")
-    levels = _check_levels(levels)
-    lo, hi = check_range(fgsm_eps, "fgsm_eps", 0.0, 1.0, integer=False)
-    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
-        check_int(value, name, low)
-    check_real(lr, "lr", 0.0, lo_open=True)
-    if isinstance(adversarial_fraction, bool) or not isinstance(adversarial_fraction, Real) \
-            or not 0 <= adversarial_fraction <= 1:
-        raise ValueError(f"adversarial_fraction must be a number in [0, 1], got {adversarial_fraction!r}")
-    if classifier is not None and not callable(classifier):
-        raise TypeError(f"classifier must be a callable returning logits or None, got {type(classifier).__name__}")
-    if labels is not None:
-        if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],) or labels.is_floating_point():
-            raise ValueError(f"labels must be an integer tensor of shape ({images.shape[0]},), got "
-                             f"{type(labels).__name__} {tuple(getattr(labels, 'shape', ()))}")
-    check_generator(generator)
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    p = next(network.parameters(), None)
-    if p is None:
-        raise ValueError(f"network {type(network).__name__} has no parameters to train")
-    device, dtype = p.device, p.dtype
-    optimizer = torch.optim.Adam(network.parameters(), lr=float(lr))
-    history: list[float] = []
-    start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = _load(checkpoint, "checkpoint")
-        if not isinstance(state, dict) or not {"epoch", "network", "optimizer", "generator", "history",
-                                               "levels"} <= set(state):
-            raise ValueError(f"checkpoint {str(checkpoint)!r} is not a train_reconstruction checkpoint; "
-                             f"delete it or choose another path")
-        if state["levels"] != levels:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} was trained with levels={state['levels']}, "
-                             f"this run asks for levels={levels}; delete it or choose another path")
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history, start = list(state["history"]), int(state["epoch"])
-
-    n = images.shape[0]
-    was_training = network.training
-    network.train()
-    clf_training = classifier.training if isinstance(classifier, nn.Module) else None
-    if clf_training is not None:
-        classifier.eval()  # FGSM against the deployed (eval-mode) classifier
-    try:
-        for epoch in range(start, epochs):
-            order = torch.randperm(n, generator=generator)
-            total, count = 0.0, 0
-            bar = tqdm(range(0, n, batch_size), desc=f"reconstruction epoch {epoch + 1}/{epochs}",
-                       disable=not progress, leave=False)
-            for i in bar:
-                idx = order[i:i + batch_size]
-                clean = images[idx].to(device=device, dtype=dtype)
-                inputs = clean
-                if classifier is not None and adversarial_fraction > 0:
-                    b = clean.shape[0]
-                    adv = torch.rand(b, generator=generator) < adversarial_fraction
-                    eps = lo + (hi - lo) * torch.rand(b, generator=generator)
-                    if adv.any():
-                        sel = adv.nonzero().flatten().to(device)
-                        xs = clean[sel]
-                        if labels is not None:
-                            ys = labels[idx][adv].to(device)
-                        else:
-                            with torch.no_grad():
-                                ys = classifier(xs).argmax(1)
-                        inputs = clean.clone()
-                        inputs[sel] = _fgsm(classifier, xs, ys, eps[adv].to(device=device, dtype=dtype))
-                loss = F.mse_loss(network(quantize_depth(inputs, levels)), clean)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * clean.shape[0]
-                count += clean.shape[0]
-                bar.set_postfix(mse=f"{total / count:.5f}")
-            history.append(total / max(count, 1))
-            if checkpoint is not None:
-                atomic_torch_save({"epoch": epoch + 1, "levels": levels, "history": history,
-                              "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                              "generator": generator.get_state()}, checkpoint)
-    finally:
-        network.train(was_training)
-        if clf_training is not None:
-            classifier.train(clf_training)
-    return history
 
 
 register("pixel_depth_reconstruction", PixelDepthReconstruction)

@@ -29,10 +29,11 @@ from ..jpeg.real import JPEG
 from ..jpeg.tables import quality_tables
 from ..jpeg.codec import DiffJPEG
 from ..learn import learn_qtables, objective, real_bpp, save_tables
+from ..learn.classifier import accuracy, cached_classifier
 from ..wrappers import DefendedModel
 from .datasets import FASHION_MNIST_DIR, gratings, load_fashion_mnist
 from .models import fragile_grating_classifier
-from .train_reconstruction import FMNISTNet, accuracy, cached_classifier
+from .train_reconstruction import FMNISTNet
 
 __all__ = ["main", "parser", "evaluate_tables"]
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cli import add_run_options, out_folder_missing
+from ..learn.classifier import accuracy, train_classifier
 from ..wrappers import DefendedModel
 from .datasets import load_dataset
-from .train_reconstruction import accuracy, train_classifier
 from .zoo import LoadedModel, SmallCNN, save_small_cnn
 
 __all__ = ["RECIPES", "main", "parser", "train_small_cnn"]

@@ -3,7 +3,8 @@
 On Fashion-MNIST (idx files, see :mod:`diffjpeg.eval.datasets`): load (or train) a small CNN
 classifier, then train an :class:`~diffjpeg.defenses.reconstruction.EDSR` to map bit-depth
 compressed clean and FGSM images back to the clean ones (Zhang et al.), and save its state dict.
-Both trainings checkpoint after every epoch and resume when run again with the same paths.
+Both trainings (:mod:`diffjpeg.learn.classifier`, :mod:`diffjpeg.learn.reconstruction`) checkpoint
+after every epoch and resume when run again with the same paths.
 
 Example::
 
@@ -20,20 +21,17 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..cli import add_run_options, out_folder_missing
-from ..defenses.reconstruction import (EDSR, _load, load_weights, quantize_depth, save_weights,
-                                       train_reconstruction)
-from ..files import atomic_torch_save
-from ..wrappers import predict
-from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
+from ..defenses.reconstruction import EDSR, load_weights, quantize_depth, save_weights
+from ..learn.classifier import accuracy, cached_classifier
+from ..learn.classifier import train_classifier  # noqa: F401  (old import path, used by notebooks/learn_qtables.ipynb)
+from ..learn.reconstruction import train_reconstruction
 from ..metrics import psnr
+from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
 from .zoo import SmallCNN
 
-__all__ = ["FMNISTNet", "SmallCNN", "accuracy", "cached_classifier", "main", "psnr", "train_classifier"]
+__all__ = ["FMNISTNet", "main", "parser"]
 
 
 class FMNISTNet(SmallCNN):
@@ -45,76 +43,6 @@ class FMNISTNet(SmallCNN):
 
     def __init__(self, classes: int = 10):
         super().__init__(in_channels=1, image_size=28, classes=classes)
-
-
-def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 1e-3, checkpoint: str | Path | None = None,
-                     generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
-    """Cross-entropy training with Adam; per-epoch checkpoint and resume as in ``train_reconstruction``.
-
-    Args:
-        model: classifier ``(B, C, H, W) -> (B, K)`` logits, trained in place on its own device.
-        images: ``(N, C, H, W)`` in [0, 1]; labels: ``(N,)`` int64.
-        checkpoint: per-epoch checkpoint path (resumed when it exists), or ``None``.
-
-    Returns:
-        the mean training loss of every epoch.
-    """
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history: list[float] = []
-    start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = _load(checkpoint, "checkpoint")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history, start = list(state["history"]), int(state["epoch"])
-    model.train()
-    n = images.shape[0]
-    for epoch in range(start, epochs):
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        bar = tqdm(range(0, n, batch_size), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False)
-        for i in bar:
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(images[idx].to(device)), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        history.append(total / n)
-        if checkpoint is not None:
-            atomic_torch_save({"epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                               "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, checkpoint)
-    return history
-
-
-def cached_classifier(model: nn.Module, path: Path, images: Tensor, labels: Tensor, epochs: int, seed: int,
-                      progress: bool = True) -> nn.Module:
-    """Load ``model``'s weights from ``path`` if that file exists, else train it (resumably) and save them there."""
-    if path.is_file():
-        load_weights(path, model)
-        print(f"classifier: loaded {path}")
-        return model
-    train_classifier(model, images, labels, epochs=epochs, checkpoint=path.with_name(path.name + ".ckpt"),
-                     generator=torch.Generator().manual_seed(seed), progress=progress)
-    save_weights(model, path)
-    print(f"classifier: trained {epochs} epochs, saved {path}")
-    return model
-
-
-def correct(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> Tensor:
-    """Bool ``(N,)`` on the CPU: whether the argmax logit of each image is its label (model in eval mode)."""
-    model.eval()
-    return predict(model, images, batch_size).cpu() == labels.cpu()
-
-
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
-    """Share of ``images`` whose argmax logit is the label (model in eval mode, on its device)."""
-    return int(correct(model, images, labels, batch_size).sum()) / max(images.shape[0], 1)
 
 
 def _eps(text: str) -> tuple[float, float]:

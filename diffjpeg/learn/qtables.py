@@ -25,17 +25,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import arguments
 from ..jpeg import validate
 from ..jpeg.codec import DiffJPEG
+from ..attacks.core import pgd
+from ..files import atomic_write
 from ..jpeg.pillow import write_image
 from ..wrappers import DefendedModel
 from .rate import rate_proxy
-from ..files import atomic_torch_save, atomic_write, load_checkpoint
+from .training import Minibatches, resumable_loop
 
-__all__ = ["LearnResult", "learn_qtables", "objective", "pgd_linf", "export_jpeg", "save_tables", "load_tables",
+__all__ = ["LearnResult", "learn_qtables", "objective", "export_jpeg", "save_tables", "load_tables",
            "tables_tensor"]
 
 _ADVERSARIAL_KEYS = {"eps", "steps", "alpha", "weight"}
@@ -81,32 +82,6 @@ def tables_tensor(tables: object) -> Tensor:
     if not torch.equal(t, t.round()):
         raise ValueError("tables must be integers (a JPEG file stores integer tables), got non-integer entries")
     return t.float()
-
-
-def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, alpha: float | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
-    """Untargeted L-inf PGD with a random start (Madry et al.), seedable.
-
-    Args:
-        model: ``(B, C, H, W)`` in [0, 1] -> logits; differentiable (e.g. a ``DefendedModel`` around a
-            ``DiffJPEG``, whose exact forward and estimator backward make this BPDA on the real codec).
-        x: ``(B, C, H, W)`` in [0, 1]; y: ``(B,)`` int64 labels.
-        eps: L-inf budget; steps: >= 1; alpha: step size (default ``2.5 eps / steps``).
-        generator: random start's source (torch's global RNG when ``None``).
-
-    Returns:
-        ``(B, C, H, W)`` adversarial images in [0, 1], detached, within ``eps`` of ``x``.
-    """
-    alpha = 2.5 * eps / steps if alpha is None else alpha
-    x = x.detach()
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), y)
-        (grad,) = torch.autograd.grad(loss, adv)
-        adv = torch.min(torch.max(adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-    return adv.detach()
 
 
 def objective(classifier: nn.Module, layer: DiffJPEG, images: Tensor, labels: Tensor, lam: float,
@@ -189,8 +164,8 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
         init_tables: ``(2, 8, 8)`` starting tables in [1, 255], or ``None``.
         lam: weight of the rate proxy (cross-entropy per bit per pixel), >= 0.
         adversarial: ``None`` (clean images only) or ``dict(eps, steps=3, alpha=None, weight=1.0)``: on every
-            step, L-inf PGD (:func:`pgd_linf`) against the current defended model, whose cross-entropy
-            (times ``weight``) joins the loss.
+            step, L-inf PGD with a random start (:func:`diffjpeg.attacks.core.pgd`) against the current
+            defended model, whose cross-entropy (times ``weight``) joins the loss.
         steps: optimisation steps (one minibatch each), >= 1.
         lr: Adam's learning rate in table units (entries are in [1, 255]), > 0.
         batch_size: images per step, >= 1.
@@ -229,12 +204,6 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
     adversarial = _check_adversarial(adversarial)
     generator = arguments.check_generator(generator)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    if checkpoint is not None:
-        if not isinstance(checkpoint, (str, os.PathLike)):
-            raise TypeError(f"checkpoint must be a path (str or os.PathLike) or None, got {type(checkpoint).__name__}")
-        checkpoint = Path(checkpoint)
-        if not checkpoint.parent.is_dir():
-            raise FileNotFoundError(f"checkpoint folder {str(checkpoint.parent)!r} does not exist")
 
     device = next(classifier.parameters()).device if any(True for _ in classifier.parameters()) \
         else images.device
@@ -242,26 +211,11 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
     layer = DiffJPEG(init_quality, subsampling, rounding, qtables=init_tables, learnable=True,
                      generator=generator).to(device)
     optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
-    history: dict[str, list[float]] = {"ce": [], "ce_adv": [], "rate": [], "total": []}
     # the classifier's weights and the starting tables too: resuming against others would mix two runs
     config = {"images": images.shape[0], "lam": lam, "adversarial": repr(adversarial), "lr": lr,
               "batch_size": batch_size, "subsampling": layer.subsampling, "rounding": rounding,
               "classifier": _digest(classifier.state_dict()), "start": _digest(layer.state_dict())}
-    start = 0
-    n = images.shape[0]
-    order, cursor = torch.randperm(n, generator=generator), 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        if state.get("config") != config:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} was written with other settings "
-                             f"({state.get('config')}) than these ({config}); pass the same arguments to resume "
-                             f"or another checkpoint path to start afresh")
-        layer.load_state_dict(state["layer"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history, start = {k: list(v) for k, v in state["history"].items()}, int(state["step"])
-        order, cursor = state["order"], int(state["cursor"])
-
+    batches = Minibatches(images.shape[0], batch_size, generator)  # a fresh permutation per pass over the data
     was_training = classifier.training
     classifier.eval()
     frozen = [(p, p.requires_grad) for p in classifier.parameters()]
@@ -269,38 +223,32 @@ def learn_qtables(classifier: nn.Module, images: Tensor, labels: Tensor, *, init
         p.requires_grad_(False)
     model = DefendedModel(classifier, layer, mean, std).to(device)
     model.eval()
+
+    def step(i: int) -> dict[str, float]:
+        idx = batches.next()
+        x, y = images[idx].to(device), labels[idx].to(device)
+        adv = None
+        if adversarial is not None:
+            layer.eval()  # attack the exact codec
+            adv = pgd(model, x, y, adversarial["eps"], adversarial["steps"], adversarial["alpha"], generator=generator)
+        layer.train()  # the estimator's forward pass ("noise": uniform noise) for the loss
+        weight = adversarial["weight"] if adversarial is not None else 1.0
+        terms = objective(classifier, layer, x, y, lam, adv, mean, std, weight)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        return {key: float(value.detach()) for key, value in terms.items()}
+
+    parts = {"layer": layer, "optimizer": optimizer, "generator": generator, "batches": batches}
     try:
-        bar = tqdm(range(start, steps), desc="learn qtables", disable=not progress, initial=start, total=steps)
-        for step in bar:
-            if cursor + batch_size > n:  # a fresh permutation per pass over the data
-                order, cursor = torch.randperm(n, generator=generator), 0
-            idx = order[cursor:cursor + batch_size]
-            cursor += batch_size
-            x, y = images[idx].to(device), labels[idx].to(device)
-            adv = None
-            if adversarial is not None:
-                layer.eval()  # attack the exact codec
-                adv = pgd_linf(model, x, y, adversarial["eps"], adversarial["steps"], adversarial["alpha"],
-                               generator)
-            layer.train()  # the estimator's forward pass ("noise": uniform noise) for the loss
-            weight = adversarial["weight"] if adversarial is not None else 1.0
-            terms = objective(classifier, layer, x, y, lam, adv, mean, std, weight)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            for key, value in terms.items():
-                history[key].append(float(value.detach()))
-            bar.set_postfix(ce=f"{history['ce'][-1]:.3f}", rate=f"{history['rate'][-1]:.3f}")
-            done = step + 1
-            if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
-                atomic_torch_save({"step": done, "layer": layer.state_dict(), "optimizer": optimizer.state_dict(),
-                              "generator": generator.get_state(), "history": history,
-                              "order": order, "cursor": cursor, "config": config}, checkpoint)
+        records = resumable_loop(step, steps, parts=parts, kind="learn_qtables", checkpoint=checkpoint, config=config,
+                                 unit="step", every=checkpoint_every, progress=progress, desc="learn qtables")
     finally:
         layer.eval()
         for p, flag in frozen:
             p.requires_grad_(flag)
         classifier.train(was_training)
+    history = {key: [r[key] for r in records] for key in ("ce", "ce_adv", "rate", "total")}
     return LearnResult(tables=layer.export_qtables(), layer=layer, history=history)
 
 
