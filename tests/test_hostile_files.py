@@ -53,7 +53,8 @@ def test_frame_header_is_read_from_the_markers():
     assert frame.blocks() == 5 * 7 + 2 * (3 * 4) and min_scan_bytes(frame) == 8
     assert data[frame.header_bytes: frame.header_bytes + 2] == b"\xff\xda"
     progressive = read_frame_header(jpeg_bytes(24, 17, 1, progressive=True))
-    assert (progressive.height, progressive.width, progressive.components, progressive.marker) == (24, 17, ((1, 1),), 0xC2)
+    assert (progressive.height, progressive.width, progressive.components, progressive.marker) == \
+        (24, 17, ((1, 1),), 0xC2)
     for bad in (b"", b"\x89PNG\r\n\x1a\n", data[:2], data[:30], data[:2] + b"\xff\xda\x00\x02"):
         assert read_frame_header(bad) is None and check_jpeg(bad, "x.jpg") is None
 

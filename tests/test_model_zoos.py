@@ -108,7 +108,8 @@ def test_robustbench_errors(tmp_path, monkeypatch):
     for spec, match in [("robustbench:Nope", "RobustBench has no cifar10 Linf model 'Nope'"),
                         ("robustbench:Standard:mnist:Linf", "unknown RobustBench dataset 'mnist'; valid: cifar10"),
                         ("robustbench:Standard:cifar10:L3", "unknown threat model 'L3' for cifar10; valid: Linf"),
-                        ("robustbench:Standard:cifar10", "expected robustbench:NAME or robustbench:NAME:DATASET:THREAT")]:
+                        ("robustbench:Standard:cifar10",
+                         "expected robustbench:NAME or robustbench:NAME:DATASET:THREAT")]:
         with pytest.raises(ValueError, match=match):
             load_model(spec)
     net = _architecture()
