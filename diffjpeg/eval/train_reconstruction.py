@@ -25,7 +25,6 @@ import torch
 from ..cli import add_run_options, out_folder_missing
 from ..defenses.reconstruction import EDSR, load_weights, quantize_depth, save_weights
 from ..learn.classifier import accuracy, cached_classifier
-from ..learn.classifier import train_classifier  # noqa: F401  (old import path, used by notebooks/learn_qtables.ipynb)
 from ..learn.reconstruction import train_reconstruction
 from ..metrics import psnr
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist
