@@ -1,0 +1,124 @@
+"""The real codec of every JPEG library jpeglib bundles: IJG libjpeg 6b-9f, libjpeg-turbo, mozjpeg.
+
+``jpeglib_roundtrip(pixels, ...)`` encodes one 8-bit image with library ``version`` (jpeglib's names:
+``"6b"``, ``"7"`` ... ``"9f"``, ``"turbo120"`` ... ``"turbo210"``, ``"mozjpeg101"`` ... ``"mozjpeg403"``)
+and decodes it with the same library (or ``decoder``), with the DCT methods and sampling switches
+of :class:`~diffjpeg.jpeg.presets.CodecOptions` where the library has them. It is the reference the
+presets are tested against and the forward pass of ``JPEG(backend="jpeglib", version=...)``.
+
+Settings:
+
+* quality ``q`` goes through the library's own ``jpeg_set_quality`` with ``force_baseline`` (tables
+  clipped to 255, as Pillow writes them), so each library uses its own base tables (mozjpeg 3+ its
+  default ImageMagick-derived tables; use :func:`library_tables` to read them); explicit tables are
+  written as they are;
+* ``fdct`` / ``idct`` select ``JDCT_ISLOW`` / ``JDCT_IFAST`` / ``JDCT_FLOAT``; ``downsampling="box"``
+  and ``upsampling="simple"`` clear libjpeg 7+'s ``do_fancy_downsampling`` and the decoder's
+  ``do_fancy_upsampling``; otherwise each library's defaults (mozjpeg: trellis quantisation,
+  progressive, optimised Huffman tables, deringing).
+
+jpeglib selects the library process-wide, so calls are serialised by a lock.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import numpy as np
+
+from .chroma import FACTORS
+from .presets import PILLOW, CodecOptions
+
+_LOCK = threading.Lock()
+
+
+def versions() -> list[str]:
+    """The library versions this jpeglib ships (jpeglib's names), sorted."""
+    import jpeglib
+
+    return sorted(jpeglib.version.versions())
+
+
+def is_ijg7plus(version: str) -> bool:
+    """IJG libjpeg 7 or later (the versions with DCT-scaled chroma)."""
+    return version[:1] in "789"
+
+
+def _dct_method(name: str):
+    import jpeglib
+
+    return {"islow": jpeglib.JDCT_ISLOW, "ifast": jpeglib.JDCT_IFAST, "float": jpeglib.JDCT_FLOAT}[name]
+
+
+def jpeglib_roundtrip(pixels: np.ndarray, version: str, quality: int | None = None, subsampling: str = "420",
+                      tables: np.ndarray | None = None, options: CodecOptions = PILLOW,
+                      decoder: str | None = None) -> np.ndarray:
+    """Encode and decode one image with a jpeglib library.
+
+    Args:
+        pixels: ``(H, W)`` or ``(H, W, 3)`` uint8.
+        version: encoder library (one of :func:`versions`); ``decoder``: decoder library (default: the same).
+        quality: integer quality 1..100 (ignored when ``tables`` is given).
+        subsampling: "444", "422" or "420" (ignored for grayscale).
+        tables: ``(2, 8, 8)`` integer tables (luma, chroma), natural order, or ``None``.
+        options: DCT methods and sampling switches (``tables`` and the emulation-only choices are
+            not library switches: the library's own behaviour is what they describe).
+
+    Returns:
+        The decoded image, same shape, uint8.
+    """
+    import jpeglib
+
+    gray = pixels.ndim == 2
+    encode_flags = ["+FORCE_BASELINE"]
+    if is_ijg7plus(version):
+        encode_flags.append("+DO_FANCY_UPSAMPLING" if options.downsampling == "dct" else "-DO_FANCY_UPSAMPLING")
+    decode_flags = ["-DO_FANCY_UPSAMPLING"] if options.upsampling == "simple" else ["+DO_FANCY_UPSAMPLING"]
+    folder = tempfile.mkdtemp(prefix="diffjpeg-jpeglib-")
+    path = os.path.join(folder, "image.jpg")
+    try:
+        with _LOCK:
+            with jpeglib.version(version):
+                image = jpeglib.from_spatial(np.ascontiguousarray(pixels[..., None] if gray else pixels))
+                if not gray:
+                    fv, fh = FACTORS[subsampling]
+                    image.samp_factor = ((fv, fh), (1, 1), (1, 1))
+                if tables is not None:
+                    qt = np.asarray(tables, dtype=np.uint16)[: 1 if gray else 2]
+                    image.write_spatial(path, qt=qt, quant_tbl_no=[0] if gray else [0, 1, 1],
+                                        dct_method=_dct_method(options.fdct), flags=encode_flags)
+                else:
+                    image.write_spatial(path, qt=int(quality), dct_method=_dct_method(options.fdct),
+                                        flags=encode_flags)
+            with jpeglib.version(decoder or version):
+                out = jpeglib.read_spatial(path, dct_method=_dct_method(options.idct), flags=decode_flags).spatial
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(folder)
+    out = np.asarray(out)
+    return np.ascontiguousarray(out[..., 0] if gray and out.ndim == 3 else out)
+
+
+def library_tables(version: str, quality: int, channels: int = 3) -> np.ndarray:
+    """The ``(2, 8, 8)`` tables (luma, chroma; natural order) library ``version`` writes for ``quality``.
+
+    Read from a file it encodes (an 8x8 image), so they are the library's own, e.g. mozjpeg's.
+    """
+    import jpeglib
+
+    folder = tempfile.mkdtemp(prefix="diffjpeg-jpeglib-")
+    path = os.path.join(folder, "tables.jpg")
+    try:
+        with _LOCK:
+            with jpeglib.version(version):
+                image = jpeglib.from_spatial(np.full((8, 8, 3), 128, dtype=np.uint8))
+                image.write_spatial(path, qt=int(quality), flags=["+FORCE_BASELINE"])
+            with jpeglib.version("turbo210" if "turbo210" in versions() else version):
+                qt = np.asarray(jpeglib.read_dct(path).qt).astype(np.int64)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(folder)
+    return qt[:2] if qt.shape[0] >= 2 else np.concatenate([qt, qt])
