@@ -118,6 +118,11 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
         fv, fh = FACTORS[subsampling]
         gh, gw = _grid(sizes[1])
         luma, chroma = pixels.split((1, 2), dim=1)  # split's backward is a cat, not zero-filled copies
+        if options.downsampling == "dct":  # IJG libjpeg 7+: full-resolution chroma into a scaled DCT
+            scaled = presets.scaled_quantizer_input(pad_replicate(chroma, gh * fv, gw * fh), qtables[:, [1, 1]],
+                                                    subsampling, integer)
+            return [_quantize_planes(pad_replicate(luma, *_grid(sizes[0])), qtables[:, [0]], quantize, integer,
+                                     options), quantize(scaled)]
         chroma = pad_replicate(chroma, ceil_div(h, fv) * fv, gw * fh)
         planes = [pad_replicate(luma, *_grid(sizes[0])),
                   pad_replicate(chroma_downsample(chroma, subsampling, integer), gh, gw)]
@@ -141,8 +146,12 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
     planes = []
     for coef, group in zip(groups, _groups(channels, subsampling)):
         ph, pw = sizes[group[0]]
+        if group[0] == 1 and subsampling != "444" and options.upsampling == "dct":  # IJG libjpeg 7+
+            planes.append(crop(_pixel_store(integer)(presets.scaled_chroma(coef, qtables[:, [1, 1]], subsampling,
+                                                                           integer)), h, w))
+            continue
         planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer, options), ph, pw))
-    if channels == 3 and subsampling != "444":
+    if channels == 3 and subsampling != "444" and options.upsampling != "dct":
         planes[1] = crop(chroma_upsample(planes[1], subsampling, integer, options.upsampling), h, w)
     pixels = planes[0] if len(planes) == 1 else planes  # luma and chroma go to colour conversion apart
     if channels == 3:

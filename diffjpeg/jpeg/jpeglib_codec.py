@@ -12,10 +12,14 @@ Settings:
   clipped to 255, as Pillow writes them), so each library uses its own base tables (mozjpeg 3+ its
   default ImageMagick-derived tables; use :func:`library_tables` to read them); explicit tables are
   written as they are;
-* ``fdct`` / ``idct`` select ``JDCT_ISLOW`` / ``JDCT_IFAST`` / ``JDCT_FLOAT``; ``downsampling="box"``
-  and ``upsampling="simple"`` clear libjpeg 7+'s ``do_fancy_downsampling`` and the decoder's
-  ``do_fancy_upsampling``; otherwise each library's defaults (mozjpeg: trellis quantisation,
-  progressive, optimised Huffman tables, deringing).
+* ``fdct`` / ``idct`` select ``JDCT_ISLOW`` / ``JDCT_IFAST`` / ``JDCT_FLOAT``;
+* ``upsampling="simple"`` clears the decoder's ``do_fancy_upsampling``; otherwise it is set, which
+  means the triangle filter in libjpeg 6b / libjpeg-turbo / mozjpeg and DCT-domain scaling in IJG
+  libjpeg 7+ (the library does what it does: ``"fancy"`` and ``"dct"`` name the same switch);
+* for IJG libjpeg 7+, ``downsampling="dct"`` sets ``do_fancy_downsampling`` (its default) and
+  ``"box"`` clears it; the other libraries always box-average;
+* everything else is the library's default (mozjpeg: trellis quantisation, progressive mode,
+  optimised Huffman tables, overshoot deringing).
 
 jpeglib selects the library process-wide, so calls are serialised by a lock.
 """
@@ -72,9 +76,9 @@ def jpeglib_roundtrip(pixels: np.ndarray, version: str, quality: int | None = No
 
     gray = pixels.ndim == 2
     encode_flags = ["+FORCE_BASELINE"]
-    if is_ijg7plus(version):
-        encode_flags.append("+DO_FANCY_UPSAMPLING" if options.downsampling == "dct" else "-DO_FANCY_UPSAMPLING")
     decode_flags = ["-DO_FANCY_UPSAMPLING"] if options.upsampling == "simple" else ["+DO_FANCY_UPSAMPLING"]
+    if is_ijg7plus(version):  # libjpeg 7+ scales in the DCT domain where its fancy switches are on
+        encode_flags.append("+DO_FANCY_UPSAMPLING" if options.downsampling == "dct" else "-DO_FANCY_UPSAMPLING")
     folder = tempfile.mkdtemp(prefix="diffjpeg-jpeglib-")
     path = os.path.join(folder, "image.jpg")
     try:

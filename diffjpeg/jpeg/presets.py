@@ -30,7 +30,7 @@ import dataclasses
 
 from torch import Tensor
 
-from . import aan
+from . import aan, scaled
 from .dct import DC_GAIN, islow_dct_8x8, islow_idct_8x8
 
 DCTS = ("islow", "ifast", "float")
@@ -71,6 +71,10 @@ PRESETS: dict[str, tuple[CodecOptions, str, str]] = {
                     "libjpeg-turbo with JDCT_FLOAT both ways (C code, x86-64)"),
     "turbo-simple": (CodecOptions(upsampling="simple"), "turbo210",
                      "libjpeg-turbo decoding without fancy upsampling"),
+    "libjpeg9": (CodecOptions(upsampling="dct", downsampling="dct", tables="libjpeg9e"), "9f",
+                 "IJG libjpeg 9e / 9f defaults: DCT-scaled chroma both ways, chroma DC table entry 16"),
+    "libjpeg7": (CodecOptions(upsampling="dct", downsampling="dct"), "7",
+                 "IJG libjpeg 7 to 9d defaults: DCT-scaled chroma both ways"),
 }
 
 
@@ -140,3 +144,15 @@ def inverse_dct(coefficients: Tensor, tables: Tensor, idct: str) -> Tensor:
         return aan.ifast_idct(dq).to(coefficients.dtype)
     dq = _blockwise_multiply(coefficients.float(), aan.float_multipliers(tables))
     return aan.float_idct(dq).to(coefficients.dtype)
+
+
+def scaled_quantizer_input(chroma: Tensor, tables: Tensor, subsampling: str, integer: bool) -> Tensor:
+    """Full-resolution chroma ``(B, 2, H, W)`` -> the values libjpeg 7+ rounds to its chroma coefficients
+    (the 16x16 / 16x8 scaled islow DCT over ``8 Q``, see :mod:`.scaled`), plane layout."""
+    return _blockwise_divide(scaled.scaled_fdct(chroma, subsampling, integer), tables)
+
+
+def scaled_chroma(coefficients: Tensor, tables: Tensor, subsampling: str, integer: bool) -> Tensor:
+    """Quantised chroma coefficients ``(B, 2, h, w)`` -> full-resolution chroma samples (libjpeg 7+'s
+    scaled inverse DCT, before the range limit)."""
+    return scaled.scaled_idct(_blockwise_multiply(coefficients, tables), subsampling, integer)
