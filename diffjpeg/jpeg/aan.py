@@ -118,7 +118,10 @@ def _forward(d: list[Tensor], mul: Multiply) -> list[Tensor]:
 
 
 def _inverse(w: list[Tensor], mul: Multiply, integer: bool) -> list[Tensor]:
-    """One inverse AAN pass; ``integer`` selects ifast's form of the two sign-carrying products."""
+    """One inverse AAN pass; ``integer`` selects the original (IJG 6b) form of the two sign-carrying
+    products, ``MULTIPLY(z12, c) - z5`` and ``MULTIPLY(z10, -c) + z5``, which libjpeg-turbo's ifast
+    keeps; IJG 9b+ and every float IDCT write ``z5 - z12 c`` and ``z5 - z10 c`` (identical in floating
+    point, not with ifast's truncating products)."""
     tmp10, tmp11 = w[0] + w[4], w[0] - w[4]
     tmp13 = w[2] + w[6]
     tmp12 = mul(w[2] - w[6], 0) - tmp13
@@ -221,32 +224,55 @@ def _range_limit(x: Tensor, low: int) -> Tensor:
     return straight_through(x, wrapped.clamp(0.0, 255.0)) if x.requires_grad else wrapped.clamp(0.0, 255.0)
 
 
-def ifast_idct(dequantized: Tensor) -> Tensor:
+def ifast_idct(dequantized: Tensor, ijg9b: bool = False) -> Tensor:
     """libjpeg's ifast inverse DCT of ``coefficient * ifast_multipliers`` (integer-valued), ``(..., H, W)``.
 
-    Returns 8-bit samples 0..255 (level shift and range limit included), float64.
+    ``ijg9b``: IJG libjpeg 9b and later's version (products subtracted, not added negated, and the
+    final shift rounded instead of truncated). Returns 8-bit samples 0..255 (level shift and range
+    limit included), float64.
     """
     mul = _integer_mul(INVERSE_CONSTANTS)
     x = _blocks(dequantized.double())
-    x = _apply(x, -3, lambda w: _inverse(w, mul, True))  # columns
-    x = _apply(x, -1, lambda w: _inverse(w, mul, True))  # rows
+    x = _apply(x, -3, lambda w: _inverse(w, mul, not ijg9b))  # columns
+    if ijg9b:  # rounding "fudge factor" folded into the DC of each row
+        rows = list(x.unbind(-1))
+        rows[0] = rows[0] + float(1 << (IFAST_PASS1_BITS + 2))
+        x = torch.stack(rows, -1)
+    x = _apply(x, -1, lambda w: _inverse(w, mul, not ijg9b))  # rows
     x = floor_ste(x * (1.0 / (1 << (IFAST_PASS1_BITS + 3)))) + 128.0
     return _range_limit(x, -384).reshape(dequantized.shape)
 
 
-def float_idct(dequantized: Tensor) -> Tensor:
+#: the float IDCT's final stage in each libjpeg generation: value added to the DC before the
+#: row pass (``None``: none, the result is truncated at 8x scale and descaled by 3 bits instead)
+FLOAT_CENTERS = {"float-6b": None, "float": 128.5, "float-9b": 256.5}
+
+
+def _trunc(x: Tensor) -> Tensor:
+    with torch.no_grad():
+        truncated = torch.trunc(x)
+    return straight_through(x, truncated) if x.requires_grad else truncated
+
+
+def float_idct(dequantized: Tensor, variant: str = "float") -> Tensor:
     """libjpeg's float inverse DCT of ``coefficient * float_multipliers`` (float32), ``(..., H, W)``.
 
-    Returns 8-bit samples 0..255 as float32 (the +128.5 of libjpeg folded into the DC, truncation,
-    range limit).
+    ``variant`` (:data:`FLOAT_CENTERS`): "float" (IJG 8a-9a, libjpeg-turbo 1.4+, mozjpeg 2+) adds
+    128.5 to the DC before the row pass and truncates; "float-9b" (IJG 9b+) adds 256.5 and
+    truncates; "float-6b" (IJG 6b-8, libjpeg-turbo < 1.4, mozjpeg 1) works at 8x scale (the same
+    float values times 8, exactly), truncates, then rounds off 3 bits and adds 128. Returns 8-bit
+    samples 0..255 as float32, range limit included.
     """
     mul = _float_mul(INVERSE_CONSTANTS)
+    center = FLOAT_CENTERS[variant]
     x = _blocks(dequantized.float())
     x = _apply(x, -3, lambda w: _inverse(w, mul, False))
     rows = list(x.unbind(-1))
-    rows[0] = rows[0] + torch.tensor(128.5, dtype=torch.float32, device=x.device)
+    if center is not None:
+        rows[0] = rows[0] + torch.tensor(center, dtype=torch.float32, device=x.device)
     x = torch.stack(_inverse(rows, mul, False), -1)
-    with torch.no_grad():
-        truncated = torch.trunc(x)
-    x = straight_through(x, truncated) if x.requires_grad else truncated
+    if center is None:
+        x = floor_ste((_trunc(x * 8.0) + 4.0) * 0.125) + 128.0
+    else:
+        x = _trunc(x) - (center - 128.5)
     return _range_limit(x, -384).reshape(dequantized.shape)

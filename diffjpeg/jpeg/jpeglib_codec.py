@@ -52,7 +52,7 @@ def is_ijg7plus(version: str) -> bool:
 def _dct_method(name: str):
     import jpeglib
 
-    return {"islow": jpeglib.JDCT_ISLOW, "ifast": jpeglib.JDCT_IFAST, "float": jpeglib.JDCT_FLOAT}[name]
+    return {"islow": jpeglib.JDCT_ISLOW, "ifast": jpeglib.JDCT_IFAST, "float": jpeglib.JDCT_FLOAT}[name.split("-")[0]]
 
 
 def jpeglib_roundtrip(pixels: np.ndarray, version: str, quality: int | None = None, subsampling: str = "420",
@@ -126,3 +126,63 @@ def library_tables(version: str, quality: int, channels: int = 3) -> np.ndarray:
             os.remove(path)
         os.rmdir(folder)
     return qt[:2] if qt.shape[0] >= 2 else np.concatenate([qt, qt])
+
+
+def default_version(options: CodecOptions) -> str:
+    """The jpeglib library whose defaults ``options`` describe (the preset's reference library)."""
+    from .presets import PRESETS
+
+    for value, version, _ in PRESETS.values():
+        if value == options:
+            return version
+    if options.tables == "libjpeg9e" or options.idct.endswith("9b"):
+        return "9f"
+    if options.upsampling == "dct" or options.downsampling == "dct":
+        return "9d" if options.tables == "annex-k" else "9f"
+    return "turbo210"
+
+
+def check_version(version: object) -> str:
+    """``version`` must be one of the libraries this jpeglib ships (:func:`versions`)."""
+    available = versions()
+    if not isinstance(version, str) or version not in available:
+        raise ValueError(f"version must be one of the libraries jpeglib ships ({', '.join(available)}), "
+                         f"got {version!r}")
+    return version
+
+
+def jpeglib_batch(u8, qualities: list[int], subsampling: str, tables: np.ndarray | None, version: str,
+                  options: CodecOptions = PILLOW):
+    """``(B, C, H, W)`` uint8 tensor (any device) -> decoded ``(B, C, H, W)`` uint8 on the CPU, via jpeglib.
+
+    ``tables``: ``(B, 2, 8, 8)`` integer tables or ``None`` (then ``qualities``, one per image).
+    """
+    import torch
+
+    arr = u8.cpu().permute(0, 2, 3, 1).numpy()
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    out = [jpeglib_roundtrip(np.ascontiguousarray(arr[i]), version, qualities[i], subsampling,
+                             None if tables is None else tables[i], options) for i in range(arr.shape[0])]
+    out = torch.from_numpy(np.stack(out))
+    if out.ndim == 3:
+        out = out[..., None]
+    return out.permute(0, 3, 1, 2)
+
+
+def surrogate_tables(version: str, q, options: CodecOptions):
+    """The library's own tables for quality ``q`` (number or ``(B,)`` tensor, integer-valued) as a
+    ``(2, 8, 8)`` / ``(B, 2, 8, 8)`` float tensor, or ``None`` where they equal the ones
+    ``DiffJPEG(q, preset=options)`` derives (every library but mozjpeg 3+)."""
+    import torch
+
+    from .tables import quality_tables
+
+    values = [int(v) for v in torch.as_tensor(q).reshape(-1).tolist()]
+    own = {v: torch.from_numpy(library_tables(version, v)).float() for v in set(values)}
+    ours = {v: quality_tables(torch.tensor([float(v)]), options.tables)[0] for v in own}
+    if all(torch.equal(own[v], ours[v]) for v in own):
+        return None
+    if isinstance(q, torch.Tensor) and q.ndim == 1:
+        return torch.stack([own[v] for v in values])
+    return own[values[0]]

@@ -34,6 +34,10 @@ from . import aan, scaled
 from .dct import DC_GAIN, islow_dct_8x8, islow_idct_8x8
 
 DCTS = ("islow", "ifast", "float")
+#: inverse DCTs: the three methods, plus the versions of IJG libjpeg whose ifast / float IDCT
+#: rounds differently ("ifast-9b", "float-9b": IJG 9b-9f; "float-6b": IJG 6b-8, libjpeg-turbo < 1.4,
+#: mozjpeg 1.x)
+IDCTS = DCTS + ("ifast-9b", "float-6b", "float-9b")
 UPSAMPLINGS = ("fancy", "simple", "dct")
 DOWNSAMPLINGS = ("box", "dct")
 TABLES = ("annex-k", "libjpeg9e")
@@ -50,7 +54,7 @@ class CodecOptions:
     tables: str = "annex-k"
 
     def __post_init__(self):
-        for field, choices in (("fdct", DCTS), ("idct", DCTS), ("upsampling", UPSAMPLINGS),
+        for field, choices in (("fdct", DCTS), ("idct", IDCTS), ("upsampling", UPSAMPLINGS),
                                ("downsampling", DOWNSAMPLINGS), ("tables", TABLES)):
             value = getattr(self, field)
             if value not in choices:
@@ -139,11 +143,11 @@ def inverse_dct(coefficients: Tensor, tables: Tensor, idct: str) -> Tensor:
         coef = _blockwise_multiply(coefficients, tables)
         coef[..., ::8, ::8] += 128.0 * DC_GAIN
         return islow_idct_8x8(coef)
-    if idct == "ifast":
+    if idct.startswith("ifast"):
         dq = _blockwise_multiply(coefficients.double(), aan.ifast_multipliers(tables.double()))
-        return aan.ifast_idct(dq).to(coefficients.dtype)
+        return aan.ifast_idct(dq, ijg9b=idct == "ifast-9b").to(coefficients.dtype)
     dq = _blockwise_multiply(coefficients.float(), aan.float_multipliers(tables))
-    return aan.float_idct(dq).to(coefficients.dtype)
+    return aan.float_idct(dq, idct).to(coefficients.dtype)
 
 
 def scaled_quantizer_input(chroma: Tensor, tables: Tensor, subsampling: str, integer: bool) -> Tensor:

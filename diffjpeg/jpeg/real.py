@@ -56,8 +56,10 @@ from torch import Tensor
 from ..contract import Defense
 from .validate import check_image, check_qtables, check_quality, check_subsampling
 from ..arguments import check_choice
+from . import jpeglib_codec
+from .presets import PILLOW, CodecOptions, preset_name, resolve_preset
 
-BACKENDS = ("auto", "pillow", "torchvision")
+BACKENDS = ("auto", "pillow", "torchvision", "jpeglib")
 #: Pillow's ``subsampling=`` codes
 PIL_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 #: images smaller than this (H * W) are coded serially: the thread pool costs more than it saves
@@ -203,6 +205,8 @@ def real_jpeg(
     backend: str = "auto",
     *,
     threads: int | None = None,
+    version: str | None = None,
+    preset: str | CodecOptions = "pillow",
 ) -> Tensor:
     """Compress and decompress ``x`` with a real JPEG codec (not differentiable).
 
@@ -217,6 +221,10 @@ def real_jpeg(
         backend: "auto", "pillow" or "torchvision" (see the module docstring).
         threads: worker threads for the Pillow backend; ``None`` picks ``min(B, cpu_count)`` for
             batches big enough to gain from it.
+        version: for ``backend="jpeglib"``: the library (jpeglib's name, e.g. "9f", "turbo210",
+            "mozjpeg403"; default: the preset's reference library). See :mod:`.jpeglib_codec`.
+        preset: the DCT methods and sampling switches (:mod:`diffjpeg.jpeg.presets`); anything but
+            "pillow" (or a ``version``) needs the jpeglib backend, which "auto" then picks.
 
     Returns:
         ``(B, C, H, W)`` with ``x``'s dtype and device, values ``k / 255`` for integers ``k``.
@@ -224,18 +232,33 @@ def real_jpeg(
     x = check_image(x)
     subsampling = check_subsampling(subsampling)
     backend = check_choice(backend, BACKENDS, "backend")
+    library = _library(backend, version, resolve_preset(preset))
     batch = x.shape[0]
     if qtables is not None:  # as in DiffJPEG: tables replace q, which is then not looked at
         qtables = check_qtables(qtables, batch=batch)
-        return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads)
+        return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads, library)
     q = check_quality(q, batch=batch)
-    return _run(x, round_quality(q, batch), subsampling, None, backend, threads)
+    return _run(x, round_quality(q, batch), subsampling, None, backend, threads, library)
+
+
+def _library(backend: str, version: str | None, options: CodecOptions) -> tuple[str, CodecOptions] | None:
+    """``(version, options)`` when the call goes to jpeglib, else ``None`` (checked)."""
+    if backend == "jpeglib" or (backend == "auto" and (version is not None or options != PILLOW)):
+        return jpeglib_codec.check_version(version or jpeglib_codec.default_version(options)), options
+    if version is not None or options != PILLOW:
+        raise ValueError(f"version and preset need backend='jpeglib' (or 'auto'); backend={backend!r} runs "
+                         f"libjpeg-turbo's defaults")
+    return None
 
 
 def _run(x: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray | None,
-         backend: str, threads: int | None) -> Tensor:
+         backend: str, threads: int | None, library: tuple[str, CodecOptions] | None = None) -> Tensor:
     """Checked arguments in, coded batch out (``x``'s dtype and device)."""
     u8 = to_uint8(x)
+    if library is not None:
+        with torch.no_grad():
+            decoded = jpeglib_codec.jpeglib_batch(u8, qualities, subsampling, tables, *library)
+            return decoded.to(device=x.device, dtype=x.dtype).div_(255.0)
     use_tv = False
     if backend != "pillow":
         wanted = backend == "torchvision" or x.device.type == "cuda"
@@ -266,7 +289,9 @@ class JPEG(Defense):
         subsampling: "444", "422" or "420".
         qtables: optional tables (``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, natural order);
             they take precedence over ``q``.
-        backend: "auto", "pillow" or "torchvision" (see :mod:`diffjpeg.jpeg.real`).
+        backend: "auto", "pillow", "torchvision" or "jpeglib" (see :mod:`diffjpeg.jpeg.real`).
+        version, preset: the jpeglib library and codec switches (see :func:`real_jpeg`); the
+            surrogate is a ``DiffJPEG`` with the same preset and the library's own tables.
 
     ``forward(x)``: ``(B, C, H, W)`` float in [0, 1] -> same shape, dtype and device.
     ``surrogate()``: a ``DiffJPEG`` with the same quality (as rounded), subsampling and tables.
@@ -276,8 +301,10 @@ class JPEG(Defense):
     randomized = False
 
     def __init__(self, q: float | Tensor = 75, subsampling: str = "420", qtables: Tensor | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", *, version: str | None = None, preset: str | CodecOptions = "pillow"):
         super().__init__()
+        self.options = resolve_preset(preset)
+        self.library = _library(check_choice(backend, BACKENDS, "backend"), version, self.options)
         if qtables is None:
             q = check_quality(q)
         self.subsampling = check_subsampling(subsampling)
@@ -292,7 +319,8 @@ class JPEG(Defense):
             self.qtables = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return real_jpeg(x, self.q, self.subsampling, self.qtables, self.backend)
+        version = None if self.library is None else self.library[0]
+        return real_jpeg(x, self.q, self.subsampling, self.qtables, self.backend, version=version, preset=self.options)
 
     def surrogate(self):
         """A ``DiffJPEG`` with identical settings, for BPDA's backward pass."""
@@ -304,9 +332,12 @@ class JPEG(Defense):
         else:
             q = math.floor(float(q) + 0.5)
         tables = None if self.qtables is None else torch.floor(self.qtables.double() + 0.5).float()
-        return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables)
+        if tables is None and self.library is not None:
+            tables = jpeglib_codec.surrogate_tables(self.library[0], q, self.options)
+        return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables, preset=self.options)
 
     def extra_repr(self) -> str:
         q = f"tensor{tuple(self.q.shape)}" if isinstance(self.q, Tensor) else self.q
         tables = "None" if self.qtables is None else f"tensor{tuple(self.qtables.shape)}"
-        return f"q={q}, subsampling={self.subsampling!r}, qtables={tables}, backend={self.backend!r}"
+        library = "" if self.library is None else f", version={self.library[0]!r}, preset={preset_name(self.options)}"
+        return f"q={q}, subsampling={self.subsampling!r}, qtables={tables}, backend={self.backend!r}{library}"
