@@ -245,7 +245,7 @@ def ifast_idct(dequantized: Tensor, ijg9b: bool = False) -> Tensor:
 
 #: the float IDCT's final stage in each libjpeg generation: value added to the DC before the
 #: row pass (``None``: none, the result is truncated at 8x scale and descaled by 3 bits instead)
-FLOAT_CENTERS = {"float-6b": None, "float": 128.5, "float-9b": 256.5}
+FLOAT_CENTERS = {"float-6b": None, "float": 128.5, "float-9b": 512.5}
 
 
 def _trunc(x: Tensor) -> Tensor:
@@ -258,7 +258,7 @@ def float_idct(dequantized: Tensor, variant: str = "float") -> Tensor:
     """libjpeg's float inverse DCT of ``coefficient * float_multipliers`` (float32), ``(..., H, W)``.
 
     ``variant`` (:data:`FLOAT_CENTERS`): "float" (IJG 8a-9a, libjpeg-turbo 1.4+, mozjpeg 2+) adds
-    128.5 to the DC before the row pass and truncates; "float-9b" (IJG 9b+) adds 256.5 and
+    128.5 to the DC before the row pass and truncates; "float-9b" (IJG 9b+) adds 512.5 (its larger range-limit centre) and
     truncates; "float-6b" (IJG 6b-8, libjpeg-turbo < 1.4, mozjpeg 1) works at 8x scale (the same
     float values times 8, exactly), truncates, then rounds off 3 bits and adds 128. Returns 8-bit
     samples 0..255 as float32, range limit included.

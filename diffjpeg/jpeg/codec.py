@@ -112,7 +112,7 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
     b, c, h, w = x.shape
     pixels = _to_8bit(x, integer)
     if c == 3:
-        pixels = rgb_to_ycbcr(pixels, integer)
+        pixels = rgb_to_ycbcr(pixels, integer, options.color)
     sizes = component_sizes(h, w, c, subsampling)
     if c == 3 and subsampling != "444":
         fv, fh = FACTORS[subsampling]
@@ -155,7 +155,7 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
         planes[1] = crop(chroma_upsample(planes[1], subsampling, integer, options.upsampling), h, w)
     pixels = planes[0] if len(planes) == 1 else planes  # luma and chroma go to colour conversion apart
     if channels == 3:
-        pixels = ycbcr_to_rgb(pixels, integer)
+        pixels = ycbcr_to_rgb(pixels, integer, options.color)
     return pixels / 255.0
 
 

@@ -135,10 +135,14 @@ def default_version(options: CodecOptions) -> str:
     for value, version, _ in PRESETS.values():
         if value == options:
             return version
-    if options.tables == "libjpeg9e" or options.idct.endswith("9b"):
+    if options.tables == "libjpeg9e":
         return "9f"
+    if options.color == "jfif9" or options.idct.endswith("9b"):
+        return "9d"
     if options.upsampling == "dct" or options.downsampling == "dct":
-        return "9d" if options.tables == "annex-k" else "9f"
+        return "9"
+    if options.idct == "float-6b":
+        return "6b"
     return "turbo210"
 
 

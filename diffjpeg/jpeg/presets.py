@@ -12,6 +12,8 @@ JPEG libraries differ in a handful of arithmetic choices, all within the standar
 * ``downsampling``: encoder chroma subsampling, ``"box"`` (2x2 / 2x1 averages, libjpeg 6b and
   libjpeg-turbo) or ``"dct"`` (IJG libjpeg 7 and later: full-resolution chroma through a 16x16 /
   16x8 forward DCT that keeps the 8x8 lowest frequencies, its default ``do_fancy_downsampling``).
+* ``color``: the RGB <-> YCbCr constants, ``"jfif5"`` (five decimals, every library until IJG 9)
+  or ``"jfif9"`` (nine decimals, IJG 9a and later; see :mod:`.color`).
 * ``tables``: the base tables that quality scales, ``"annex-k"`` (ITU-T T.81 Annex K, every library
   until IJG 9d) or ``"libjpeg9e"`` (IJG 9e and 9f: chroma DC entry 16 instead of 17).
 
@@ -31,6 +33,8 @@ import dataclasses
 from torch import Tensor
 
 from . import aan, scaled
+from .color import COLOR_CONSTANTS
+from .tables import BASE_TABLES
 from .dct import DC_GAIN, islow_dct_8x8, islow_idct_8x8
 
 DCTS = ("islow", "ifast", "float")
@@ -40,7 +44,6 @@ DCTS = ("islow", "ifast", "float")
 IDCTS = DCTS + ("ifast-9b", "float-6b", "float-9b")
 UPSAMPLINGS = ("fancy", "simple", "dct")
 DOWNSAMPLINGS = ("box", "dct")
-TABLES = ("annex-k", "libjpeg9e")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +55,12 @@ class CodecOptions:
     upsampling: str = "fancy"
     downsampling: str = "box"
     tables: str = "annex-k"
+    color: str = "jfif5"
 
     def __post_init__(self):
         for field, choices in (("fdct", DCTS), ("idct", IDCTS), ("upsampling", UPSAMPLINGS),
-                               ("downsampling", DOWNSAMPLINGS), ("tables", TABLES)):
+                               ("downsampling", DOWNSAMPLINGS), ("tables", BASE_TABLES),
+                               ("color", COLOR_CONSTANTS)):
             value = getattr(self, field)
             if value not in choices:
                 raise ValueError(f"{field} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -75,10 +80,16 @@ PRESETS: dict[str, tuple[CodecOptions, str, str]] = {
                     "libjpeg-turbo with JDCT_FLOAT both ways (C code, x86-64)"),
     "turbo-simple": (CodecOptions(upsampling="simple"), "turbo210",
                      "libjpeg-turbo decoding without fancy upsampling"),
-    "libjpeg9": (CodecOptions(upsampling="dct", downsampling="dct", tables="libjpeg9e"), "9f",
-                 "IJG libjpeg 9e / 9f defaults: DCT-scaled chroma both ways, chroma DC table entry 16"),
+    "libjpeg9": (CodecOptions(upsampling="dct", downsampling="dct", tables="libjpeg9e", color="jfif9"), "9f",
+                 "IJG libjpeg 9e / 9f defaults: DCT-scaled chroma both ways, 9-digit colour constants, "
+                 "chroma DC table entry 16"),
+    "libjpeg9a": (CodecOptions(upsampling="dct", downsampling="dct", color="jfif9"), "9d",
+                  "IJG libjpeg 9a to 9d defaults: DCT-scaled chroma both ways, 9-digit colour constants"),
     "libjpeg7": (CodecOptions(upsampling="dct", downsampling="dct"), "7",
-                 "IJG libjpeg 7 to 9d defaults: DCT-scaled chroma both ways"),
+                 "IJG libjpeg 7 to 9 defaults: DCT-scaled chroma both ways"),
+    "libjpeg9-fast": (CodecOptions(fdct="ifast", idct="ifast-9b", upsampling="dct", downsampling="dct",
+                                   tables="libjpeg9e", color="jfif9"), "9f",
+                      "IJG libjpeg 9e / 9f with JDCT_IFAST both ways"),
 }
 
 
