@@ -264,3 +264,13 @@ def test_aan_tables():
     table = aan._AAN_INT
     assert table[0, 0] == 16384 and table[0, 1] == 22725 and table[1, 1] == 31521 and table[7, 7] == 1247
     assert aan.ifast_divisors(torch.full((8, 8), 16.0))[0, 0] == 128  # (16 * 16384 + 1024) >> 11
+
+
+def test_report_preset_columns():
+    from diffjpeg.eval.report import markdown, preset_fidelity
+
+    image = _image("photo", 37, 45, 11)
+    rows = preset_fidelity([("crop", image)], qualities=(50,), settings=("420", "gray"))
+    assert {r.preset for r in rows} == set(PRESETS) and all(r.identical == 1.0 for r in rows)
+    text = markdown([], [], "test", rows)
+    assert "| setting | q | " + " | ".join(PRESETS) + " |" in text
