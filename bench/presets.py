@@ -74,8 +74,8 @@ def _label(preset) -> str:
 
 
 def table(photo: np.ndarray) -> list[str]:
-    lines = ["| library path (jpeglib 1.0.2) | DiffJPEG default: identical | max diff | preset / options | "
-             "identical | max diff |", "|---|---|---|---|---|---|"]
+    lines = [("| library path (jpeglib 1.0.2) | DiffJPEG default: identical | max diff | preset / options | "
+              "identical | max diff |"), "|---|---|---|---|---|---|"]
     for label, version, preset in ROWS:
         d, dm, e, em = _compare(photo, 50, "420", version, preset)
         lines.append(f"| {label} | {100 * d:.3f} % | {dm} | {_label(preset)} | {100 * e:.3f} % | {em} |")
@@ -104,9 +104,9 @@ def speed(shape, repeats: int) -> list[str]:
     with torch.no_grad():
         base_fw = time_call(lambda: diff_jpeg(x, q=50), repeats)
     for name in PRESETS:
-        fb = time_forward_backward(lambda t: diff_jpeg(t, q=50, preset=name), x, repeats)
+        fb = time_forward_backward(lambda t, p=name: diff_jpeg(t, q=50, preset=p), x, repeats)
         with torch.no_grad():
-            fw = time_call(lambda: diff_jpeg(x, q=50, preset=name), repeats)
+            fw = time_call(lambda p=name: diff_jpeg(x, q=50, preset=p), repeats)
         lines.append(f"| `{name}` | {fb:.4f} | {fb / base_fb:.2f}x | {fw:.4f} | {fw / base_fw:.2f}x |")
     return lines
 

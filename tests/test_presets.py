@@ -16,12 +16,12 @@ import torch
 
 jpeglib = pytest.importorskip("jpeglib")
 
-from diffjpeg.jpeg import aan, jpeglib_codec  # noqa: E402
-from diffjpeg.jpeg.codec import DiffJPEG, diff_jpeg  # noqa: E402
-from diffjpeg.jpeg.exact import exact_decode, exact_encode, exact_jpeg  # noqa: E402
-from diffjpeg.jpeg.presets import PRESETS, CodecOptions, resolve_preset  # noqa: E402
-from diffjpeg.jpeg.real import JPEG, real_jpeg  # noqa: E402
-from diffjpeg.jpeg.tables import quality_tables  # noqa: E402
+from diffjpeg.jpeg import aan, jpeglib_codec
+from diffjpeg.jpeg.codec import DiffJPEG, diff_jpeg
+from diffjpeg.jpeg.exact import exact_decode, exact_encode, exact_jpeg
+from diffjpeg.jpeg.presets import PRESETS, CodecOptions, resolve_preset
+from diffjpeg.jpeg.real import JPEG, real_jpeg
+from diffjpeg.jpeg.tables import quality_tables
 
 #: the jpeglib release the emulations were checked against, and the libraries it must ship
 VERIFIED_JPEGLIB = "1.0.2"

@@ -17,7 +17,7 @@ float kernels). Floors and truncations are straight-through (identity gradient).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

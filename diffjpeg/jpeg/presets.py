@@ -34,8 +34,8 @@ from torch import Tensor
 
 from . import aan, scaled
 from .color import COLOR_CONSTANTS
-from .tables import BASE_TABLES
 from .dct import DC_GAIN, islow_dct_8x8, islow_idct_8x8
+from .tables import BASE_TABLES
 
 DCTS = ("islow", "ifast", "float")
 #: inverse DCTs: the three methods, plus the versions of IJG libjpeg whose ifast / float IDCT
@@ -81,8 +81,8 @@ PRESETS: dict[str, tuple[CodecOptions, str, str]] = {
     "turbo-simple": (CodecOptions(upsampling="simple"), "turbo210",
                      "libjpeg-turbo decoding without fancy upsampling"),
     "libjpeg9": (CodecOptions(upsampling="dct", downsampling="dct", tables="libjpeg9e", color="jfif9"), "9f",
-                 "IJG libjpeg 9e / 9f defaults: DCT-scaled chroma both ways, 9-digit colour constants, "
-                 "chroma DC table entry 16"),
+                 ("IJG libjpeg 9e / 9f defaults: DCT-scaled chroma both ways, 9-digit colour constants, "
+                  "chroma DC table entry 16")),
     "libjpeg9a": (CodecOptions(upsampling="dct", downsampling="dct", color="jfif9"), "9d",
                   "IJG libjpeg 9a to 9d defaults: DCT-scaled chroma both ways, 9-digit colour constants"),
     "libjpeg7": (CodecOptions(upsampling="dct", downsampling="dct"), "7",

@@ -17,13 +17,13 @@ block), coefficients in plane layout (``(H / fv, W / fh)``) on the decode side.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .chroma import FACTORS
-from .dct import CONST_BITS, PASS1_BITS, DC_GAIN, _Vec, _fix, _units, islow_matrices
+from .dct import CONST_BITS, DC_GAIN, PASS1_BITS, _fix, _units, islow_matrices
 from .rounding import floor_ste
 
 
