@@ -115,6 +115,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default="table,grid,speed", help="comma-separated subset of table,grid,speed")
     args = parser.parse_args(argv)
     import skimage.data
 
@@ -127,14 +128,18 @@ def main(argv=None) -> None:
         qualities, shape = (1, 25, 50, 75, 95, 100), (4, 3, 256, 256)
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"- machine: {platform.platform()}, {torch.get_num_threads()} torch threads")
-    print("\n### Identical pixel values at q=50, 4:2:0, astronaut 251x333\n")
-    print("\n".join(table(photo)))
-    print(f"\n### Each preset against its library: {len(images)} photos x qualities {qualities} x "
-          "4:2:0, 4:2:2, 4:4:4, grayscale\n")
-    print("\n".join(grid(images, qualities)))
-    print(f"\n### Speed of each preset against the default, batch {'x'.join(map(str, shape))}, CPU, "
-          f"best of {args.repeats}\n")
-    print("\n".join(speed(shape, args.repeats)))
+    parts = args.parts.split(",")
+    if "table" in parts:
+        print("\n### Identical pixel values at q=50, 4:2:0, astronaut 251x333\n")
+        print("\n".join(table(photo)), flush=True)
+    if "grid" in parts:
+        print(f"\n### Each preset against its library: {len(images)} photos x qualities {qualities} x "
+              "4:2:0, 4:2:2, 4:4:4, grayscale\n")
+        print("\n".join(grid(images, qualities)), flush=True)
+    if "speed" in parts:
+        print(f"\n### Speed of each preset against the default, batch {'x'.join(map(str, shape))}, CPU, "
+              f"best of {args.repeats}\n")
+        print("\n".join(speed(shape, args.repeats)))
 
 
 if __name__ == "__main__":
