@@ -36,15 +36,16 @@ DEFENSES = {
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--n", type=int, default=20, help="number of foolbox ImageNet samples (at most 20)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     loaded = load_model("efficientnet_lite0")
-    data = load_dataset("foolbox:imagenet", image_size=loaded.image_size)
+    data = load_dataset("foolbox:imagenet", n=args.n, image_size=loaded.image_size)
     x, y = data.images, data.labels
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
           f"{platform.platform()}, {torch.get_num_threads()} torch threads; {len(y)} images")
     print("\n| defense (real codec forward) | clean acc. | BPDA-PGD 2/255 | BPDA-PGD 8/255 | attack time (s) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|", flush=True)
     for name, make in DEFENSES.items():
         defense = make()
         with warnings.catch_warnings():  # the real codec has no gradient: it is only evaluated here
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
             with torch.no_grad():
                 cells.append((real(adv).argmax(1) == y).float().mean().item())
         elapsed = time.perf_counter() - start
-        print(f"| {name} | {100 * clean:.0f} % | {100 * cells[0]:.0f} % | {100 * cells[1]:.0f} % | {elapsed:.0f} |")
+        print(f"| {name} | {100 * clean:.0f} % | {100 * cells[0]:.0f} % | {100 * cells[1]:.0f} % | {elapsed:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
