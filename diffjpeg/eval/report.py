@@ -4,6 +4,8 @@ Fidelity: on the colour photos scikit-image ships (odd sizes included), compare 
 JPEG's output with Pillow's ``decode(encode(x))`` (libjpeg-turbo) at the same quality and
 subsampling: PSNR and the share of identical 8-bit pixels. Speed: forward + backward time of each
 layer on random batches. kornia's ``jpeg_codec_differentiable`` is measured in the same run.
+Presets: each codec preset (:mod:`diffjpeg.jpeg.presets`) against its own library's encode + decode
+through jpeglib, one column per preset: the share of identical 8-bit values.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from ..jpeg.codec import diff_jpeg
 from ..metrics import psnr
 from ..jpeg.real import real_jpeg
+from ..jpeg.presets import PRESETS
 
 QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90, 95, 99)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -114,6 +117,38 @@ def fidelity(images, qualities=QUALITIES, settings=SETTINGS, exact: bool = True)
     return rows
 
 
+@dataclass
+class PresetRow:
+    preset: str
+    setting: str
+    quality: int
+    identical: float
+
+
+def preset_fidelity(images, qualities=QUALITIES, settings=SETTINGS, presets=tuple(PRESETS)) -> list[PresetRow]:
+    """Identical share of ``diff_jpeg(preset=p)`` against ``p``'s reference library (jpeglib), averaged
+    over ``images``; the library runs with the preset's DCT and sampling switches."""
+    from ..jpeg.jpeglib_codec import jpeglib_roundtrip
+
+    rows = []
+    jobs = [(s, q) for s in settings for q in qualities]
+    for setting, quality in tqdm(jobs, desc="presets", unit="setting"):
+        subsampling = "444" if setting == "gray" else setting
+        for name in presets:
+            options, version, _ = PRESETS[name]
+            scores = []
+            for _, image in images:
+                x = to_tensor(image, setting)
+                pixels = torch.round(x * 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+                reference = jpeglib_roundtrip(pixels[..., 0] if setting == "gray" else pixels, version, quality,
+                                              subsampling, options=options)
+                reference = torch.from_numpy(reference.reshape(pixels.shape)).permute(2, 0, 1)[None] / 255.0
+                with torch.no_grad():
+                    scores.append(identical(diff_jpeg(x, q=quality, subsampling=subsampling, preset=name), reference))
+            rows.append(PresetRow(name, setting, quality, statistics.fmean(scores)))
+    return rows
+
+
 def time_forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int) -> float:
     """Best (minimum) seconds of ``layer(x).sum().backward()`` over ``repeats`` calls after a warm-up call."""
     x = x.detach().requires_grad_(True)
@@ -195,7 +230,7 @@ def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: i
     return rows
 
 
-def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str) -> str:
+def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets: list[PresetRow] = ()) -> str:
     """The report as markdown: settings, fidelity per quality, summary, speed."""
     lines = [
         "# diffjpeg fidelity and speed report", "",
@@ -227,6 +262,16 @@ def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str) -> str:
             if rs:
                 lines.append(f"| {name} | {setting} | {statistics.fmean(r.psnr for r in rs):.2f} | "
                              f"{min(r.psnr for r in rs):.2f} | {100 * statistics.fmean(r.identical for r in rs):.3f} |")
+    if presets:
+        names = list(dict.fromkeys(r.preset for r in presets))
+        lines += ["", "## Presets against their libraries (jpeglib): identical values (%)", "",
+                  "Library per preset: " + ", ".join(f"{n} = {PRESETS[n][1]}" for n in names) + ".", "",
+                  "| setting | q | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        cell = {(r.preset, r.setting, r.quality): r.identical for r in presets}
+        for setting in dict.fromkeys(r.setting for r in presets):
+            for quality in dict.fromkeys(r.quality for r in presets):
+                lines.append(f"| {setting} | {quality} | "
+                             + " | ".join(f"{100 * cell[(n, setting, quality)]:.3f}" for n in names) + " |")
     lines += ["", "## Speed (best of --repeats calls, seconds; ratio = peer / ours)", "",
               "| task | shape | device | diffjpeg (s) | peer | peer (s) | ratio |", "|---|---|---|---|---|---|---|"]
     for r in spd:
@@ -256,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the speed part (cpu, cuda)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per speed measurement")
     parser.add_argument("--no-exact", action="store_true", help="skip exact mode")
+    parser.add_argument("--no-presets", action="store_true", help="skip the presets-against-their-libraries table")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -271,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         images, qualities, shapes = photos(), QUALITIES, ((8, 3, 256, 256), (32, 3, 224, 224))
     fid = fidelity(images, qualities, exact=not args.no_exact)
     spd = speed(shapes, device=args.device, repeats=args.repeats, exact=not args.no_exact)
-    text = markdown(fid, spd, "diffjpeg report " + " ".join(argv if argv is not None else sys.argv[1:]))
+    preset_images = [(f"{n}[:96,:96]", image[:96, :96]) for n, image in images[:1]] if args.quick else images
+    pre = [] if args.no_presets else preset_fidelity(preset_images, qualities)
+    text = markdown(fid, spd, "diffjpeg report " + " ".join(argv if argv is not None else sys.argv[1:]), pre)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -60,8 +60,11 @@ def _triangle(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     return torch.add(padded.narrow(dim, 0, n), x, alpha=3), torch.add(padded.narrow(dim, 2, n), x, alpha=3)
 
 
-def chroma_upsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
-    """libjpeg's default ("fancy") upsampling by the subsampling factors.
+def chroma_upsample(planes: Tensor, subsampling: str, integer: bool, method: str = "fancy") -> Tensor:
+    """libjpeg's default ("fancy") upsampling by the subsampling factors, or ``method="simple"`` replication.
+
+    "simple" is libjpeg's ``do_fancy_upsampling = FALSE`` (each sample repeated ``fv x fh`` times,
+    exact in both modes).
 
     Each output sample is a triangle-filtered (3/4, 1/4) mix of its nearest input samples, edges
     replicated. In integer mode the biases are libjpeg's: (+1, +2) >> 2 for 2x1, and a vertical
@@ -71,7 +74,7 @@ def chroma_upsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor:
     fv, fh = FACTORS[subsampling]
     if fv == fh == 1:
         return planes
-    if planes.shape[-1] <= 2:
+    if method == "simple" or planes.shape[-1] <= 2:
         return planes.repeat_interleave(fv, dim=-2).repeat_interleave(fh, dim=-1)
     if fv == 2:
         upper, lower = _triangle(planes, dim=-2)

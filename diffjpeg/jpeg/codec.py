@@ -26,6 +26,8 @@ from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
 from .chroma import FACTORS, chroma_downsample, chroma_upsample, plane_sizes, sampling_factors
 from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
+from . import presets
+from .presets import PILLOW, CodecOptions, resolve_preset
 from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, floor_ste, round_ste, rounding_function, sample_ste,
                        store_ste, straight_through)
 from .tables import quality_tables
@@ -91,27 +93,33 @@ def _blockwise(plane: Tensor, tables: Tensor) -> tuple[Tensor, Tensor]:
     return plane.reshape(b, n, h // BLOCK, BLOCK, w // BLOCK, BLOCK), tables[:, :, None, :, None, :]
 
 
-def _quantize_planes(samples: Tensor, tables: Tensor, quantize: Callable[[Tensor], Tensor], integer: bool) -> Tensor:
+def _quantize_planes(samples: Tensor, tables: Tensor, quantize: Callable[[Tensor], Tensor], integer: bool,
+                     options: CodecOptions = PILLOW) -> Tensor:
     """Samples ``(B, n, h, w)`` in [0, 255] -> quantised coefficients in plane layout.
 
     Integer mode uses libjpeg's islow DCT; libjpeg's quantiser is exactly round-half-away of
-    ``islow / (8 Q)``, i.e. of ``coefficient / Q`` here.
+    ``islow / (8 Q)``, i.e. of ``coefficient / Q`` here. Other DCTs: :func:`presets.quantizer_input`.
     """
+    if integer and options.fdct != "islow":
+        return quantize(presets.quantizer_input(samples, tables, options.fdct))
     coef = islow_dct_8x8(samples) if integer else dct_8x8(samples)
     coef[..., ::BLOCK, ::BLOCK] -= CENTER * DC_GAIN  # level shift by -128 touches only the DC
     blocks, t = _blockwise(coef, tables)
     return quantize(blocks / t).reshape(coef.shape)
 
 
-def dequantize_planes(coefficients: Tensor, tables: Tensor, integer: bool) -> Tensor:
+def dequantize_planes(coefficients: Tensor, tables: Tensor, integer: bool, options: CodecOptions = PILLOW) -> Tensor:
     """Quantised coefficients ``(B, n, h, w)`` in plane layout -> 8-bit samples in [0, 255]."""
+    if integer and options.idct != "islow":
+        return _pixel_store(True)(presets.inverse_dct(coefficients, tables, options.idct))
     blocks, t = _blockwise(coefficients, tables)
     coef = (blocks * t).reshape(coefficients.shape)
     coef[..., ::BLOCK, ::BLOCK] += CENTER * DC_GAIN
     return _pixel_store(integer)(islow_idct_8x8(coef) if integer else idct_8x8(coef))
 
 
-def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool) -> list[Tensor]:
+def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool,
+                   options: CodecOptions = PILLOW) -> list[Tensor]:
     """Pixels -> quantised coefficient planes, one per component group (see :func:`_groups`).
 
     Edges are replicated as libjpeg does: each plane to its own block grid; for subsampled chroma
@@ -121,23 +129,29 @@ def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integ
     b, c, h, w = x.shape
     pixels = _to_8bit(x, integer)
     if c == 3:
-        pixels = rgb_to_ycbcr(pixels, integer)
+        pixels = rgb_to_ycbcr(pixels, integer, options.color)
     sizes = component_sizes(h, w, c, subsampling)
     if c == 3 and subsampling != "444":
         fv, fh = FACTORS[subsampling]
         gh, gw = _grid(sizes[1])
         luma, chroma = pixels.split((1, 2), dim=1)  # split's backward is a cat, not zero-filled copies
+        if options.downsampling == "dct":  # IJG libjpeg 7+: full-resolution chroma into a scaled DCT
+            scaled = presets.scaled_quantizer_input(pad_replicate(chroma, gh * fv, gw * fh), qtables[:, [1, 1]],
+                                                    subsampling, integer)
+            return [_quantize_planes(pad_replicate(luma, *_grid(sizes[0])), qtables[:, [0]], quantize, integer,
+                                     options), quantize(scaled)]
         chroma = pad_replicate(chroma, ceil_div(h, fv) * fv, gw * fh)
         planes = [pad_replicate(luma, *_grid(sizes[0])),
                   pad_replicate(chroma_downsample(chroma, subsampling, integer), gh, gw)]
     else:
         planes = [pad_replicate(pixels, *_grid(sizes[0]))]
-    return [_quantize_planes(plane, qtables[:, [min(i, 1) for i in group]], quantize, integer)
+    return [_quantize_planes(plane, qtables[:, [min(i, 1) for i in group]], quantize, integer, options)
             for plane, group in zip(planes, _groups(c, subsampling))]
 
 
 def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, size: tuple[int, int],
-                   integer: bool, dequantize: Callable[[Tensor, Tensor, bool], Tensor] = dequantize_planes) -> Tensor:
+                   integer: bool, dequantize: Callable[..., Tensor] = dequantize_planes,
+                   options: CodecOptions = PILLOW) -> Tensor:
     """Quantised coefficient planes (one per component group) -> ``(B, C, H, W)`` in [0, 1].
 
     ``dequantize`` maps a group's coefficients and tables to samples (default
@@ -149,17 +163,22 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
     planes = []
     for coef, group in zip(groups, _groups(channels, subsampling)):
         ph, pw = sizes[group[0]]
-        planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer), ph, pw))
-    if channels == 3 and subsampling != "444":
-        planes[1] = crop(chroma_upsample(planes[1], subsampling, integer), h, w)
+        if group[0] == 1 and subsampling != "444" and options.upsampling == "dct":  # IJG libjpeg 7+
+            planes.append(crop(_pixel_store(integer)(presets.scaled_chroma(coef, qtables[:, [1, 1]], subsampling,
+                                                                           integer)), h, w))
+            continue
+        planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer, options), ph, pw))
+    if channels == 3 and subsampling != "444" and options.upsampling != "dct":
+        planes[1] = crop(chroma_upsample(planes[1], subsampling, integer, options.upsampling), h, w)
     pixels = planes[0] if len(planes) == 1 else planes  # luma and chroma go to colour conversion apart
     if channels == 3:
-        pixels = ycbcr_to_rgb(pixels, integer)
+        pixels = ycbcr_to_rgb(pixels, integer, options.color)
     return pixels / 255.0
 
 
 def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
-                        quantize: Callable[[Tensor], Tensor] = round_ste, integer: bool = True) -> list[Tensor]:
+                        quantize: Callable[[Tensor], Tensor] = round_ste, integer: bool = True,
+                        preset: str | CodecOptions = "pillow") -> list[Tensor]:
     """Pixels -> quantised DCT coefficients, one tensor per component.
 
     Args:
@@ -168,18 +187,20 @@ def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
         subsampling: "444", "422" or "420" (ignored for C = 1).
         quantize: the rounding of ``coefficient / table`` (see :mod:`diffjpeg.jpeg.rounding`).
         integer: model libjpeg's 8-bit pixel storage (straight-through rounding).
+        preset: the library whose arithmetic is reproduced (:mod:`diffjpeg.jpeg.presets`).
 
     Returns:
         Per component (Y, Cb, Cr, or Y alone) a ``(B, nby, nbx, 8, 8)`` tensor of quantised
         coefficients on libjpeg's block grid of that component (``ceil(h / 8)`` x ``ceil(w / 8)``).
     """
-    groups = _encode_planes(x, qtables, subsampling, quantize, integer)
+    groups = _encode_planes(x, qtables, subsampling, quantize, integer, resolve_preset(preset))
     return [to_blocks(plane) for group in groups for plane in group.unbind(1)]
 
 
 def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsampling: str = "420",
                         size: tuple[int, int] | None = None, integer: bool = True,
-                        dequantize: Callable[[Tensor, Tensor, bool], Tensor] = dequantize_planes) -> Tensor:
+                        dequantize: Callable[..., Tensor] = dequantize_planes,
+                        preset: str | CodecOptions = "pillow") -> Tensor:
     """Quantised DCT coefficients -> pixels; the inverse stages of :func:`encode_coefficients`.
 
     Args:
@@ -189,6 +210,7 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
         size: ``(H, W)`` of the image; default: the luma block grid times 8.
         integer: model libjpeg's 8-bit pixel storage (straight-through rounding).
         dequantize: coefficients and tables of a component group -> samples (see :func:`_decode_planes`).
+        preset: the library whose arithmetic is reproduced (:mod:`diffjpeg.jpeg.presets`).
 
     Returns:
         ``(B, C, H, W)`` in [0, 1]. Differentiable in ``coefficients`` and ``qtables``.
@@ -197,10 +219,11 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
     size = size if size is not None else (luma.shape[1] * BLOCK, luma.shape[2] * BLOCK)
     planes = [from_blocks(c) for c in coefficients]
     groups = [torch.stack([planes[i] for i in group], 1) for group in _groups(len(planes), subsampling)]
-    return _decode_planes(groups, qtables, subsampling, size, integer, dequantize)
+    return _decode_planes(groups, qtables, subsampling, size, integer, dequantize, resolve_preset(preset))
 
 
-def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype) -> Tensor:
+def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype,
+                    options: CodecOptions = PILLOW) -> Tensor:
     """The ``(B, 2, 8, 8)`` integer-valued tables for quality ``q`` or explicit ``qtables``.
 
     ``q`` is rounded by :func:`integer_quality` and explicit tables to integers (both
@@ -209,7 +232,7 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
     if qtables is None:
         q = torch.as_tensor(q, device=device, dtype=dtype).expand(batch) if not isinstance(q, Tensor) or q.ndim == 0 \
             else q.to(device=device, dtype=dtype)
-        return quality_tables(integer_quality(q))
+        return quality_tables(integer_quality(q), options.tables)
     qtables = qtables.to(device=device, dtype=dtype)
     if qtables.ndim == 3:
         qtables = qtables.expand(batch, -1, -1, -1)
@@ -233,7 +256,8 @@ def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> T
 
 def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str = "420", rounding: str = "ste",
               qtables: Tensor | None = None, *, temperature: float = TEMPERATURE, terms: int = TERMS,
-              exact: bool = False, training: bool = False, generator: torch.Generator | None = None) -> Tensor:
+              exact: bool = False, training: bool = False, generator: torch.Generator | None = None,
+              preset: str | CodecOptions = "pillow") -> Tensor:
     """JPEG-compress and decompress ``x`` differentiably.
 
     Args:
@@ -251,48 +275,51 @@ def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str =
             pass through this float pipeline with the chosen estimator.
         training: "noise" adds uniform noise only when True.
         generator: random source of "noise".
+        preset: the JPEG library reproduced: a name from :data:`diffjpeg.jpeg.presets.PRESETS`
+            ("pillow", "libjpeg9", "turbo-fast", ...) or a :class:`~diffjpeg.jpeg.presets.CodecOptions`.
 
     Returns:
         ``(B, C, H, W)`` tensor with the input's dtype and device.
     """
     subsampling = validate.check_subsampling(subsampling)
+    options = resolve_preset(preset)
     qtables = check_arguments(x, q, subsampling, rounding, qtables)
     validate.check_estimator_options(temperature, terms)
     exact, training = arguments.check_bool(exact, "exact"), arguments.check_bool(training, "training")
     return diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
-                      training=training, generator=generator)
+                      training=training, generator=generator, options=options)
 
 
 def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Callable[[Tensor], Tensor],
-                     integer: bool) -> Tensor:
+                     integer: bool, options: CodecOptions = PILLOW) -> Tensor:
     """Encode and decode ``x`` ``(B, C, H, W)`` in [0, 1] with ``(B, 2, 8, 8)`` tables."""
-    coefficients = _encode_planes(x, tables, subsampling, quantize, integer)
-    return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer)
+    coefficients = _encode_planes(x, tables, subsampling, quantize, integer, options)
+    return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer, options=options)
 
 
 def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEMPERATURE, terms=TERMS, exact=False,
-                        training=False, generator=None) -> Tensor:
+                        training=False, generator=None, options: CodecOptions = PILLOW) -> Tensor:
     """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary)."""
     work = working_dtype(x)
     y = x.to(work)
-    tables = resolve_qtables(q, qtables, x.shape[0], x.device, work)
+    tables = resolve_qtables(q, qtables, x.shape[0], x.device, work, options)
     rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
     if exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
         with torch.no_grad():
-            out = codec_round_trip(y, tables, subsampling, round_ste, True)
+            out = codec_round_trip(y, tables, subsampling, round_ste, True, options)
         if torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad):
             out = straight_through(_estimated(y, tables, subsampling, rounding, temperature, terms, training,
-                                              generator), out)
+                                              generator, options), out)
     else:
-        out = _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator)
+        out = _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options)
     return out.to(x.dtype)
 
 
-def _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator) -> Tensor:
+def _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options=PILLOW) -> Tensor:
     """The round trip with ``rounding``'s estimator (forward and backward)."""
     quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
                                  generator=generator)
-    return codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS)
+    return codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS, options)
 
 
 class _ClampedTables(nn.Module):
@@ -324,8 +351,10 @@ class DiffJPEG(Defense):
 
     def __init__(self, q: float | Tensor = DEFAULT_QUALITY, subsampling: str = "420", rounding: str = "ste",
                  qtables: Tensor | None = None, learnable: bool = False, *, temperature: float = TEMPERATURE,
-                 terms: int = TERMS, exact: bool = False, generator: torch.Generator | None = None):
+                 terms: int = TERMS, exact: bool = False, generator: torch.Generator | None = None,
+                 preset: str | CodecOptions = "pillow"):
         super().__init__()
+        self.options = resolve_preset(preset)
         subsampling = validate.check_subsampling(subsampling)
         arguments.check_choice(rounding, ROUNDINGS, "rounding")
         validate.check_estimator_options(temperature, terms)
@@ -345,7 +374,7 @@ class DiffJPEG(Defense):
                 if isinstance(q, Tensor) and q.ndim == 1:
                     raise ValueError("q must be a single quality when learnable=True (one pair of tables is learnt), "
                                      f"got a tensor of shape {tuple(q.shape)}")
-                qtables = resolve_qtables(q, None, 1, "cpu", torch.float32)[0]
+                qtables = resolve_qtables(q, None, 1, "cpu", torch.float32, self.options)[0]
             if qtables.ndim != 3:
                 raise ValueError(f"qtables must be (2, 8, 8) when learnable=True, got shape {tuple(qtables.shape)}")
             self.qtables = nn.Parameter(qtables.clone())
@@ -363,7 +392,8 @@ class DiffJPEG(Defense):
         tables = self.qtables
         check_arguments(x, self.q, self.subsampling, self.rounding, tables)
         return diff_jpeg_unchecked(x, self.q, self.subsampling, self.rounding, tables, temperature=self.temperature,
-                          terms=self.terms, exact=self.exact, training=self.training, generator=self.generator)
+                          terms=self.terms, exact=self.exact, training=self.training, generator=self.generator,
+                          options=self.options)
 
     def surrogate(self) -> nn.Module:
         return self
@@ -375,7 +405,7 @@ class DiffJPEG(Defense):
         """
         tables = self.qtables
         if tables is None:
-            tables = resolve_qtables(self.q, None, 1, "cpu", torch.float32)[0]
+            tables = resolve_qtables(self.q, None, 1, "cpu", torch.float32, self.options)[0]
         if tables.ndim == 4:
             raise ValueError("export_qtables needs one pair of tables; this layer has per-image tables")
         ints = tables.detach().clamp(1, 255).round().to(torch.int64).cpu()
@@ -384,4 +414,5 @@ class DiffJPEG(Defense):
     def extra_repr(self) -> str:
         q = "custom tables" if self.qtables is not None else f"q={self.q}"
         return (f"{q}, subsampling={self.subsampling!r}, rounding={self.rounding!r}, "
-                f"learnable={self.learnable}, exact={self.exact}")
+                f"learnable={self.learnable}, exact={self.exact}"
+                + ("" if self.options == PILLOW else f", preset={presets.preset_name(self.options)}"))

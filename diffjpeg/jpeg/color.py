@@ -17,6 +17,11 @@ from .rounding import floor_ste, sample_ste
 SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
 CENTER = 128.0
 
+#: constant sets: "jfif5" (five decimals: IJG libjpeg 6b-9, libjpeg-turbo, mozjpeg) and "jfif9" (nine
+#: decimals, IJG libjpeg 9a and later); at 16 fraction bits they differ in Cb's R and G weights
+#: (encode) and in Cb's G weight (decode)
+COLOR_CONSTANTS = ("jfif5", "jfif9")
+
 _RGB_TO_YCBCR = ((0.29900, 0.58700, 0.11400),
                  (-0.16874, -0.33126, 0.50000),
                  (0.50000, -0.41869, -0.08131))
@@ -24,6 +29,12 @@ _RGB_TO_YCBCR = ((0.29900, 0.58700, 0.11400),
 _CHROMA_TO_RGB = ((0.0, 1.40200),
                   (-0.34414, -0.71414),
                   (1.77200, 0.0))
+_RGB_TO_YCBCR_9 = ((0.299, 0.587, 0.114),
+                   (-0.168735892, -0.331264108, 0.5),
+                   (0.5, -0.418687589, -0.081312411))
+_CHROMA_TO_RGB_9 = ((0.0, 1.402),
+                    (-0.344136286, -0.714136286),
+                    (1.772, 0.0))
 
 
 def _fixed(matrix) -> tuple[tuple[float, ...], ...]:
@@ -45,15 +56,15 @@ def _mix(matrix, x: Tensor, offset) -> Tensor:
     return out.view(x.shape[0], rows, *x.shape[2:]).to(x.dtype)
 
 
-def rgb_to_ycbcr(rgb: Tensor, integer: bool) -> Tensor:
-    """RGB in [0, 255] -> YCbCr in [0, 255] (chroma centred at 128)."""
+def rgb_to_ycbcr(rgb: Tensor, integer: bool, constants: str = "jfif5") -> Tensor:
+    """RGB in [0, 255] -> YCbCr in [0, 255] (chroma centred at 128); ``constants`` from :data:`COLOR_CONSTANTS`."""
     if not integer:
         return _mix(_RGB_TO_YCBCR, rgb, (0.0, CENTER, CENTER))
     offset = (0.5, CENTER + 0.5 - 1 / SCALE, CENTER + 0.5 - 1 / SCALE)
-    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR), rgb, offset))
+    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR), rgb, offset))
 
 
-def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool) -> Tensor:
+def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool, constants: str = "jfif5") -> Tensor:
     """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode).
 
     ``ycc`` is ``(B, 3, H, W)`` or the pair ``(luma (B, 1, H, W), chroma (B, 2, H, W))``.
@@ -61,5 +72,6 @@ def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool) -> Tensor:
     luma, chroma = ycc.split((1, 2), dim=1) if isinstance(ycc, Tensor) else ycc
     chroma = chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
-        return sample_ste(luma + _mix(_fixed(_CHROMA_TO_RGB), chroma, (0.5,) * 3))
+        table = _CHROMA_TO_RGB_9 if constants == "jfif9" else _CHROMA_TO_RGB
+        return sample_ste(luma + _mix(_fixed(table), chroma, (0.5,) * 3))
     return (luma + _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)).clamp(0.0, 255.0)

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from .blocks import to_blocks
-from .codec import codec_round_trip, decode_coefficients, encode_coefficients
+from .codec import codec_round_trip, decode_coefficients, dequantize_planes, encode_coefficients
+from .presets import CodecOptions, resolve_preset
 from .dct import inverse_feature_matrix
 from .rounding import round_ste
 
@@ -36,13 +37,16 @@ def _unit(pixels: Tensor) -> Tensor:
     return pixels.to(torch.float32) / 255.0
 
 
-def exact_encode(pixels: Tensor, qtables: Tensor, subsampling: str) -> list[Tensor]:
+def exact_encode(pixels: Tensor, qtables: Tensor, subsampling: str,
+                 preset: str | CodecOptions = "pillow") -> list[Tensor]:
     """Quantised DCT coefficients exactly as libjpeg-turbo computes them for these pixels.
 
     Args:
         pixels: integer tensor ``(B, C, H, W)``, C in {1, 3}, values 0..255.
         qtables: integer-valued ``(B, 2, 8, 8)``, natural order, [luma, chroma], entries 1..255.
         subsampling: "444", "422" or "420" (ignored for grayscale).
+        preset: the library emulated (:mod:`diffjpeg.jpeg.presets`); its ``fdct`` and ``downsampling``
+            matter here.
 
     Returns:
         One int32 tensor per component (Y, Cb, Cr, or Y alone), ``(B, nby, nbx, 8, 8)`` on libjpeg's
@@ -50,21 +54,24 @@ def exact_encode(pixels: Tensor, qtables: Tensor, subsampling: str) -> list[Tens
         order -- what ``jpeglib.read_dct`` returns for the file Pillow writes.
     """
     with torch.no_grad():
-        coefficients = encode_coefficients(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling)
+        coefficients = encode_coefficients(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling,
+                                           preset=resolve_preset(preset))
     return [c.to(torch.int32) for c in coefficients]
 
 
-def exact_jpeg(pixels: Tensor, qtables: Tensor, subsampling: str) -> Tensor:
-    """Encode then decode exactly like Pillow / libjpeg-turbo: uint8 ``(B, C, H, W)``.
+def exact_jpeg(pixels: Tensor, qtables: Tensor, subsampling: str, preset: str | CodecOptions = "pillow") -> Tensor:
+    """Encode then decode exactly like Pillow / libjpeg-turbo (or ``preset``'s library): uint8 ``(B, C, H, W)``.
 
     Arguments as :func:`exact_encode`.
     """
     with torch.no_grad():
-        out = codec_round_trip(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling, round_ste, True)
+        out = codec_round_trip(_unit(pixels), qtables.to(pixels.device, torch.float32), subsampling, round_ste, True,
+                               resolve_preset(preset))
     return (out * 255.0).round_().to(torch.uint8)
 
 
-def exact_decode(coefficients: list[Tensor], qtables: Tensor, subsampling: str, height: int, width: int) -> Tensor:
+def exact_decode(coefficients: list[Tensor], qtables: Tensor, subsampling: str, height: int, width: int,
+                 preset: str | CodecOptions = "pillow") -> Tensor:
     """The pixels libjpeg-turbo's decoder (as Pillow runs it) produces from these coefficients.
 
     Args:
@@ -73,19 +80,24 @@ def exact_decode(coefficients: list[Tensor], qtables: Tensor, subsampling: str, 
         qtables: integer-valued ``(B, 2, 8, 8)`` natural-order tables [luma, chroma], 1..255.
         subsampling: "444", "422" or "420" (ignored for one component).
         height, width: image size in pixels.
+        preset: the library emulated; its ``idct`` and ``upsampling`` matter here. With the islow
+            IDCT this is libjpeg-turbo's AVX2 kernel (Pillow's), overflow behaviour included; the
+            other IDCTs are libjpeg's C code (their range-limit wrap included).
 
     Returns:
         uint8 ``(B, C, height, width)`` on the coefficients' device.
     """
+    options = resolve_preset(preset)
     coefficients = [c.to(torch.float64) for c in coefficients]
     with torch.no_grad():
         out = decode_coefficients(coefficients, qtables.to(coefficients[0].device, torch.float64), subsampling,
-                                  (height, width), True, dequantize=_dequantize_avx2)
+                                  (height, width), True, preset=options,
+                                  dequantize=_dequantize_avx2 if options.idct == "islow" else dequantize_planes)
     return (out * 255.0).round_().to(torch.uint8)
 
 
-def _dequantize_avx2(coefficients: Tensor, tables: Tensor, integer: bool) -> Tensor:
-    """Plane-layout adapter of :func:`_idct_simd` for :func:`codec.decode_coefficients`."""
+def _dequantize_avx2(coefficients: Tensor, tables: Tensor, integer: bool, options=None) -> Tensor:
+    """Plane-layout adapter of :func:`_idct_simd` for :func:`codec.decode_coefficients` (islow only)."""
     b, n, h, w = coefficients.shape
     blocks = to_blocks(coefficients).reshape(b * n, h // 8, w // 8, 8, 8)
     samples = _idct_simd(blocks, tables.reshape(b * n, 8, 8))

@@ -58,14 +58,15 @@ from torch import Tensor
 
 from ..arguments import check_choice
 from ..contract import Defense
-from . import pillow
-from .codec import DiffJPEG, integer_quality, working_dtype
+from . import jpeglib_codec, pillow
+from .codec import DEFAULT_QUALITY, DiffJPEG, integer_quality, working_dtype
 from .pillow import integer_tables, round_quality, to_uint8
+from .presets import PILLOW, CodecOptions, preset_name, resolve_preset
 from .validate import check_image, check_qtables, check_quality, check_subsampling
 
 __all__ = ["BACKENDS", "JPEG", "real_jpeg", "to_uint8"]
 
-BACKENDS = ("auto", "pillow", "torchvision")
+BACKENDS = ("auto", "pillow", "torchvision", "jpeglib")
 #: images smaller than this (H * W) are coded serially: the thread pool costs more than it saves
 _THREAD_MIN_PIXELS = 128 * 128
 
@@ -144,12 +145,14 @@ def _torchvision_batch(u8: Tensor, qualities: list[int]) -> Tensor:
 
 def real_jpeg(
     x: Tensor,
-    q: float | Tensor = 75,
+    q: float | Tensor = DEFAULT_QUALITY,
     subsampling: str = "420",
     qtables: Tensor | None = None,
     backend: str = "auto",
     *,
     threads: int | None = None,
+    version: str | None = None,
+    preset: str | CodecOptions = "pillow",
 ) -> Tensor:
     """Compress and decompress ``x`` with a real JPEG codec (not differentiable).
 
@@ -164,6 +167,10 @@ def real_jpeg(
         backend: "auto", "pillow" or "torchvision" (see the module docstring).
         threads: worker threads for the Pillow backend; ``None`` picks ``min(B, cpu_count)`` for
             batches big enough to gain from it.
+        version: for ``backend="jpeglib"``: the library (jpeglib's name, e.g. "9f", "turbo210",
+            "mozjpeg403"; default: the preset's reference library). See :mod:`.jpeglib_codec`.
+        preset: the DCT methods and sampling switches (:mod:`diffjpeg.jpeg.presets`); anything but
+            "pillow" (or a ``version``) needs the jpeglib backend, which "auto" then picks.
 
     Returns:
         ``(B, C, H, W)`` with ``x``'s dtype and device, values ``k / 255`` for integers ``k``.
@@ -171,20 +178,31 @@ def real_jpeg(
     x = check_image(x)
     subsampling = check_subsampling(subsampling)
     backend = check_choice(backend, BACKENDS, "backend")
+    library = _library(backend, version, resolve_preset(preset))
     batch = x.shape[0]
     if qtables is not None:  # as in DiffJPEG: tables replace q, which is then not looked at
         qtables = check_qtables(qtables, batch=batch)
-        return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads)
+        return _run(x, [0] * batch, subsampling, integer_tables(qtables, batch), backend, threads, library)
     q = check_quality(q, batch=batch)
-    return _run(x, round_quality(q, batch), subsampling, None, backend, threads)
+    return _run(x, round_quality(q, batch), subsampling, None, backend, threads, library)
+
+
+def _library(backend: str, version: str | None, options: CodecOptions) -> tuple[str, CodecOptions] | None:
+    """``(version, options)`` when the call goes to jpeglib, else ``None`` (checked)."""
+    if backend == "jpeglib" or (backend == "auto" and (version is not None or options != PILLOW)):
+        return jpeglib_codec.check_version(version or jpeglib_codec.default_version(options)), options
+    if version is not None or options != PILLOW:
+        raise ValueError(f"version and preset need backend='jpeglib' (or 'auto'); backend={backend!r} runs "
+                         f"libjpeg-turbo's defaults")
+    return None
 
 
 def _run(x: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray | None,
-         backend: str, threads: int | None) -> Tensor:
+         backend: str, threads: int | None, library: tuple[str, CodecOptions] | None = None) -> Tensor:
     """Checked arguments in, coded batch out (``x``'s dtype and device)."""
     u8 = to_uint8(x)
     use_tv = False
-    if backend != "pillow":
+    if library is None and backend != "pillow":
         wanted = backend == "torchvision" or x.device.type == "cuda"
         supported = torchvision_supports(x.device, x.shape[1], subsampling, tables is not None)
         use_tv = wanted and supported
@@ -194,7 +212,9 @@ def _run(x: Tensor, qualities: list[int], subsampling: str, tables: np.ndarray |
                 f"subsampling={subsampling!r}{', custom qtables' if tables is not None else ''}; "
                 f"using Pillow (libjpeg-turbo) for this call", stacklevel=3)
     with torch.no_grad():
-        if use_tv:
+        if library is not None:
+            decoded = jpeglib_codec.jpeglib_batch(u8, qualities, subsampling, tables, *library)
+        elif use_tv:
             decoded = _torchvision_batch(u8, qualities)
         else:
             decoded = _pillow_batch(u8, qualities, subsampling, tables, threads)
@@ -214,7 +234,9 @@ class JPEG(Defense):
         subsampling: "444", "422" or "420".
         qtables: optional tables (``(8, 8)``, ``(2|3, 8, 8)`` or ``(B, 2|3, 8, 8)``, natural order);
             they take precedence over ``q``.
-        backend: "auto", "pillow" or "torchvision" (see :mod:`diffjpeg.jpeg.real`).
+        backend: "auto", "pillow", "torchvision" or "jpeglib" (see :mod:`diffjpeg.jpeg.real`).
+        version, preset: the jpeglib library and codec switches (see :func:`real_jpeg`); the
+            surrogate is a ``DiffJPEG`` with the same preset and the library's own tables.
 
     ``forward(x)``: ``(B, C, H, W)`` float in [0, 1] -> same shape, dtype and device.
     ``surrogate()``: a ``DiffJPEG`` with the same quality (as rounded), subsampling and tables.
@@ -223,9 +245,11 @@ class JPEG(Defense):
     differentiable = False
     randomized = False
 
-    def __init__(self, q: float | Tensor = 75, subsampling: str = "420", qtables: Tensor | None = None,
-                 backend: str = "auto"):
+    def __init__(self, q: float | Tensor = DEFAULT_QUALITY, subsampling: str = "420", qtables: Tensor | None = None,
+                 backend: str = "auto", *, version: str | None = None, preset: str | CodecOptions = "pillow"):
         super().__init__()
+        self.options = resolve_preset(preset)
+        self.library = _library(check_choice(backend, BACKENDS, "backend"), version, self.options)
         if qtables is None:
             q = check_quality(q)
         self.subsampling = check_subsampling(subsampling)
@@ -240,7 +264,8 @@ class JPEG(Defense):
             self.qtables = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return real_jpeg(x, self.q, self.subsampling, self.qtables, self.backend)
+        version = None if self.library is None else self.library[0]
+        return real_jpeg(x, self.q, self.subsampling, self.qtables, self.backend, version=version, preset=self.options)
 
     def surrogate(self):
         """A ``DiffJPEG`` with identical settings, for BPDA's backward pass."""
@@ -250,9 +275,12 @@ class JPEG(Defense):
         else:
             q = round_quality(q, 1)[0]
         tables = None if self.qtables is None else torch.floor(self.qtables.double() + 0.5).float()
-        return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables)
+        if tables is None and self.library is not None:
+            tables = jpeglib_codec.surrogate_tables(self.library[0], q, self.options)
+        return DiffJPEG(q=q, subsampling=self.subsampling, qtables=tables, preset=self.options)
 
     def extra_repr(self) -> str:
         q = f"tensor{tuple(self.q.shape)}" if isinstance(self.q, Tensor) else self.q
         tables = "None" if self.qtables is None else f"tensor{tuple(self.qtables.shape)}"
-        return f"q={q}, subsampling={self.subsampling!r}, qtables={tables}, backend={self.backend!r}"
+        library = "" if self.library is None else f", version={self.library[0]!r}, preset={preset_name(self.options)}"
+        return f"q={q}, subsampling={self.subsampling!r}, qtables={tables}, backend={self.backend!r}{library}"

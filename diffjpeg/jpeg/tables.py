@@ -30,9 +30,17 @@ IJG_CHROMA = (
 ) + ((99,) * 8,) * 4
 
 
-def base_tables(device=None, dtype=torch.float32) -> Tensor:
-    """The two IJG base tables as a ``(2, 8, 8)`` tensor (luma, chroma)."""
-    return torch.tensor((IJG_LUMA, IJG_CHROMA), device=device, dtype=dtype)
+#: base tables that quality scales: "annex-k" (every libjpeg up to IJG 9d, libjpeg-turbo, Pillow) or
+#: "libjpeg9e" (IJG libjpeg 9e and 9f, whose chroma table starts with 16 instead of 17)
+BASE_TABLES = ("annex-k", "libjpeg9e")
+
+
+def base_tables(device=None, dtype=torch.float32, base: str = "annex-k") -> Tensor:
+    """The two base tables as a ``(2, 8, 8)`` tensor (luma, chroma); ``base`` one of :data:`BASE_TABLES`."""
+    tables = torch.tensor((IJG_LUMA, IJG_CHROMA), device=device, dtype=dtype)
+    if base == "libjpeg9e":
+        tables[1, 0, 0] = 16
+    return tables
 
 
 def quality_scale(q: Tensor) -> Tensor:
@@ -45,11 +53,12 @@ def quality_scale(q: Tensor) -> Tensor:
     return torch.where(q < 50, floor_ste(5000.0 / q), 200.0 - 2.0 * q)
 
 
-def quality_tables(q: Tensor) -> Tensor:
+def quality_tables(q: Tensor, base: str = "annex-k") -> Tensor:
     """Tables libjpeg (and Pillow) use for quality ``q``.
 
     Args:
         q: float tensor ``(B,)`` of qualities in [1, 100].
+        base: the base tables scaled (:data:`BASE_TABLES`).
 
     Returns:
         ``(B, 2, 8, 8)`` tables, ``floor((base * scale + 50) / 100)`` clipped to [1, 255]
@@ -57,5 +66,5 @@ def quality_tables(q: Tensor) -> Tensor:
         differentiable in ``q``; the clip passes no gradient where it is active.
     """
     scale = quality_scale(q)[:, None, None, None]
-    base = base_tables(q.device, q.dtype)
-    return floor_ste((base * scale + 50.0) / 100.0).clamp(1.0, 255.0)
+    tables = base_tables(q.device, q.dtype, base)
+    return floor_ste((tables * scale + 50.0) / 100.0).clamp(1.0, 255.0)
