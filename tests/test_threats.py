@@ -11,7 +11,7 @@ from diffjpeg import JPEG, DiffJPEG
 from diffjpeg.defenses.bit_depth import BitDepth
 from diffjpeg.defenses.median import MedianSmoothing
 from diffjpeg.defenses.random_jpeg import RandomJPEG
-from diffjpeg.eval import BenchConfig, run_benchmark, threats
+from diffjpeg.eval import BenchConfig, checks, run_benchmark, threats
 from diffjpeg.wrappers import BPDA
 
 SELECTABLE = ["graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot", "bpda_smooth"]
@@ -22,7 +22,7 @@ def test_registry_lists_threat_models_in_order_with_definitions():
     assert "whitebox" in threats.THREAT_MODELS and "whitebox" not in threats.names()
     for t in threats.THREAT_MODELS.values():
         assert t.definition and "\n" not in t.definition, t.name
-        assert set(t.checks) <= set(threats.ALL_CHECKS), t.name
+        assert set(t.checks) <= set(checks.CHECKS), t.name
     assert threats.get("graybox").transfer and threats.get("graybox").checks == ()
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..jpeg.codec import DiffJPEG
 from ..wrappers import BPDA, EOT
+from .checks import CHECKS
 
 if TYPE_CHECKING:
     from .config import BenchConfig
@@ -44,8 +45,6 @@ __all__ = [
     "smooth_surrogate",
 ]
 
-#: every masking check, in the order the table lists them (see :mod:`diffjpeg.eval.checks`)
-ALL_CHECKS = ("F", "G", "S", "E", "R", "Z")
 #: the selector that picks one adaptive threat model per defense (see :func:`adaptive`)
 ADAPTIVE = "adaptive"
 
@@ -57,14 +56,15 @@ class ThreatModel:
     Attributes:
         name: the registry name (the ``threat`` of records and table rows), set by :func:`register`.
         definition: one line saying what the attacker differentiates: the subclass's docstring.
-        checks: codes of the masking checks this threat model's rows get.
+        checks: codes of the masking checks this threat model's rows get (default: all of
+            :data:`~diffjpeg.eval.checks.CHECKS`); the tasks run only the attacks these checks need.
         transfer: the attacked graph does not hold the defense, so one attack per batch serves every
             defense (and the rows are not attacked on the survivors of each eps).
         selectable: listed in configs' ``threat_models`` (``whitebox`` is the undefended model's own row).
     """
 
     name: str = ""
-    checks: tuple[str, ...] = ALL_CHECKS
+    checks: tuple[str, ...] = tuple(CHECKS)
     transfer: bool = False
     selectable: bool = True
 
@@ -155,7 +155,8 @@ def smooth_surrogate(defense: nn.Module) -> nn.Module | None:
     twin = defense.surrogate()
     if not isinstance(twin, DiffJPEG):
         return None
-    return DiffJPEG(q=twin.q, subsampling=twin.subsampling, rounding="cubic", qtables=twin.qtables)
+    tables = None if twin.qtables is None else twin.qtables.detach()
+    return DiffJPEG(q=twin.q, subsampling=twin.subsampling, rounding="cubic", qtables=tables)
 
 
 # ------------------------------------------------------------------------------------------ registry
