@@ -46,15 +46,18 @@ __all__ = [
     "Context",
     "Row",
     "attack_survivors",
+    "check_budget",
     "plan_rows",
     "plan_tasks",
     "row_task",
 ]
 
-#: roles of a record's ``attack`` field
-ATTACK, FGSM = "attack", "fgsm"
-ATTACK_2X_STEPS, ATTACK_LARGE_EPS, ATTACK_FIXED_RANDOMNESS = "attack_2x_steps", "attack_large_eps", \
-    "attack_fixed_randomness"
+# the roles of a record's ``attack`` field
+ATTACK = "attack"  # the configured attack at each eps
+FGSM = "fgsm"  # one FGSM step at each eps (check F)
+ATTACK_2X_STEPS = "attack_2x_steps"  # the attack with twice the steps at the largest eps (check S)
+ATTACK_LARGE_EPS = "attack_large_eps"  # the attack at large_eps (check E)
+ATTACK_FIXED_RANDOMNESS = "attack_fixed_randomness"  # on the defense with its draws frozen (check R)
 _FGSM_SPEC = Spec("fgsm", "fgsm")
 
 
