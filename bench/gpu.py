@@ -42,7 +42,7 @@ import eot_pgd  # noqa: E402  (bench/ scripts: reused, not copied)
 import onepixel  # noqa: E402
 
 import diffjpeg  # noqa: E402
-from diffjpeg import BPDA, EOT, JPEG, DefendedModel, DiffJPEG  # noqa: E402
+from diffjpeg import BPDA, EOT, JPEG, DiffJPEG  # noqa: E402
 from diffjpeg.defenses import (FeatureDistillation, KMeansColors, MedianSmoothing, RandomJPEG,  # noqa: E402
                                RandomResizePad)
 from diffjpeg.eval.report import kornia_jpeg, photo_batch, time_call, time_forward_backward  # noqa: E402
@@ -112,7 +112,8 @@ def agreement(a) -> list[str]:
 
 
 def fwd_bwd(a) -> list[str]:
-    lines = ["| shape | mode | diffjpeg s | kornia s | kornia / diffjpeg | forward = Pillow |", "|---|---|---|---|---|---|"]
+    lines = ["| shape | mode | diffjpeg s | kornia s | kornia / diffjpeg | forward = Pillow |",
+             "|---|---|---|---|---|---|"]
     modes = ["eager"] + (["compiled"] if a.compile else [])
     for shape in a.shapes:
         x = photo_batch(shape).to(a.device)
@@ -123,7 +124,8 @@ def fwd_bwd(a) -> list[str]:
             raise AssertionError(f"DiffJPEG(q=50) differs from Pillow on {shape}")
         for mode in modes:
             ours = DiffJPEG(50) if mode == "eager" else diffjpeg.compile(DiffJPEG(50), after=1)
-            peer = (lambda t: kornia_jpeg(t, qk, "420"))
+            def peer(t, qk=qk):
+                return kornia_jpeg(t, qk, "420")
             if mode == "compiled":
                 peer = torch.compile(peer, dynamic=False)
             t_ours = time_forward_backward(ours, x, a.repeats)

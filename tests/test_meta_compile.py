@@ -141,7 +141,8 @@ COMPILED_LAYERS = {
     "DiffJPEG-tables": lambda: DiffJPEG(qtables=torch.randint(1, 256, (2, 8, 8)).float()),
     "DiffJPEG-learnable": lambda: DiffJPEG(50, learnable=True),
     "DefendedModel(DiffJPEG)": lambda: DefendedModel(_classifier(), DiffJPEG(50), mean=(0.5,) * 3, std=(0.25,) * 3),
-    "DefendedModel(EOT(DiffJPEG-noise))": lambda: DefendedModel(_classifier(), EOT(DiffJPEG(50, rounding="noise"), n=2)),
+    "DefendedModel(EOT(DiffJPEG-noise))": lambda: DefendedModel(_classifier(),
+                                                                EOT(DiffJPEG(50, rounding="noise"), n=2)),
 }
 
 
