@@ -64,6 +64,8 @@ class CompiledModule(nn.Module):
             else None
 
     def __getattr__(self, name: str):
+        if name == "loss" and self.__dict__.get("_loss") is not None:  # only when the module has a loss
+            return self._compiled_loss
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -82,10 +84,9 @@ class CompiledModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self._forward(self._key(x), x)
 
-    def loss(self, x: Tensor, y: Tensor, *args, **kwargs) -> Tensor:
-        """The wrapped module's ``loss`` (e.g. :meth:`DefendedModel.loss`), compiled per shape."""
-        if self._loss is None:
-            raise AttributeError(f"{type(self.module).__name__} has no loss method")
+    def _compiled_loss(self, x: Tensor, y: Tensor, *args, **kwargs) -> Tensor:
+        """The wrapped module's ``loss`` (e.g. :meth:`DefendedModel.loss`), compiled per shape; ``loss``
+        exists only when the wrapped module has one (attacks look for it)."""
         if args or kwargs:  # a custom loss function: run eagerly (it would be part of the graph's key)
             return self.module.loss(x, y, *args, **kwargs)
         return self._loss(self._key(x, y), x, y)

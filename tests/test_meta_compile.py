@@ -184,7 +184,15 @@ def test_compile_wrapper_per_shape(name, fresh_dynamo):
     assert backend.graphs == 1 and model.compiled_shapes[0][0] == (2, 3, 16, 16)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
         model(torch.full((2, 3, 16, 16), 3.0))
-    assert model.differentiable if name.startswith("DiffJPEG") else hasattr(model, "loss")
+    if name.startswith("DiffJPEG"):
+        assert model.differentiable and not hasattr(model, "loss")
+    else:  # DefendedModel.loss, compiled per shape as well
+        x = torch.rand(2, 3, 16, 16)
+        labels = torch.tensor([0, 3])
+        model._loss.options["backend"] = backend
+        for _ in range(2):  # eager, then compiled
+            assert torch.allclose(model.loss(x, labels), layer.loss(x, labels), rtol=1e-6, atol=1e-7)
+        assert backend.graphs == 2
     with pytest.raises(ValueError, match="after must be"):
         diffjpeg.compile(layer, after=0)
 
