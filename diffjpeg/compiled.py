@@ -57,8 +57,9 @@ class CompiledModule(nn.Module):
         super().__init__()
         self.module = module
         self.check = check
-        limit = max(torch._dynamo.config.recompile_limit, max_shapes)
-        torch._dynamo.config.recompile_limit = limit  # one graph per shape must fit in dynamo's cache
+        config = torch._dynamo.config  # one graph per shape must fit in dynamo's cache (torch < 2.6: cache_size_limit)
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), max_shapes))
         self._forward = _PerShape(module, after, max_shapes, options)
         self._loss = _PerShape(module.loss, after, max_shapes, options) if callable(getattr(module, "loss", None)) \
             else None
