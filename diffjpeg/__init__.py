@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _HOMES = {
     "Defense": ".contract", "DiffJPEG": ".jpeg", "diff_jpeg": ".jpeg", "JPEG": ".jpeg.real",
     "real_jpeg": ".jpeg.real", "RandomJPEG": ".defenses", "DefendedModel": ".wrappers", "BPDA": ".wrappers",
-    "EOT": ".wrappers", "RNGSnapshot": ".wrappers",
+    "EOT": ".wrappers", "RNGSnapshot": ".wrappers", "compile": ".compiled", "set_threads": ".threads",
 }
 _SUBPACKAGES = ("attacks", "defenses", "functional", "learn")
 

@@ -206,6 +206,7 @@ class BPDA(Defense):
     def surrogate(self) -> nn.Module:
         return nn.Identity() if self.backward_module is None else self.backward_module
 
+    @torch.compiler.disable  # any code (Pillow); torch.compile breaks the graph here, compile the surrogate
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"BPDA: x must be a torch.Tensor, got {type(x).__name__}")
@@ -232,9 +233,15 @@ def _device_memory(device: torch.device) -> int | None:
     return None
 
 
-@torch.compiler.disable
 def _check_memory(need: int, device: torch.device, what: str) -> None:
-    """Refuse a call whose tensors alone need more than the device's whole memory."""
+    """Refuse a call whose tensors alone need more than the device's whole memory (not while
+    ``torch.compile`` traces: the eager calls at the same shapes have checked it)."""
+    if not torch.compiler.is_compiling():
+        _refuse_oversized(need, device, what)
+
+
+@torch.compiler.disable
+def _refuse_oversized(need: int, device: torch.device, what: str) -> None:
     have = _device_memory(device)
     if have is not None and need > have:
         raise ValueError(f"EOT: {what} need {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of "
