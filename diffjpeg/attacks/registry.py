@@ -116,6 +116,12 @@ register("lbfgs", LBFGS)
 register("dct_pgd", DCTAttack)
 register("diffjpeg.pgd", PGD)
 register("diffjpeg.fgsm", FGSM)
-for _name in TORCHATTACKS_CLASSES:
-    register(_name.lower(), TorchattacksEntry(_name))
+for _name in TORCHATTACKS_CLASSES:  # torchattacks' re-implementation of AutoAttack keeps its long name
+    register("torchattacks.autoattack" if _name == "AutoAttack" else _name.lower(), TorchattacksEntry(_name))
 register("torchattacks.onepixel", TorchattacksEntry("OnePixel"))
+
+# attack ensembles (diffjpeg.attacks.ensemble): torchattacks / pyautoattack are imported when one is built
+from .ensemble import autoattack as _autoattack, standard as _standard  # noqa: E402
+
+register("standard", _standard)
+register("autoattack", _autoattack)  # pyautoattack's AutoAttack itself
