@@ -57,7 +57,8 @@ def test_worst_case_is_the_per_example_minimum_over_members():
     assert result.robust.tolist() == [False] * 4 + [True] * 4
     assert result.broken_by.tolist() == [0, 0, 1, 1, -1, -1, -1, -1]  # the first member that broke it
     # the kept example is the breaking member's, and it is adversarial under evaluate
-    assert torch.allclose(result.adversarial[:2], x[:2] + 0.025) and torch.allclose(result.adversarial[2:4], x[2:4] + 0.045)
+    assert torch.allclose(result.adversarial[:2], x[:2] + 0.025)
+    assert torch.allclose(result.adversarial[2:4], x[2:4] + 0.045)
     assert (result.predictions[:4] == 1).all() and (result.predictions[4:] == 0).all()
     assert result.remaining == {"a": 6, "b": 4, "c": 4}
 
@@ -156,7 +157,8 @@ def test_standard_is_apgd_ce_then_targeted_apgd_dlr(model, data):
     assert ens.names == ["apgd-ce", "apgd-t"]
     assert isinstance(ens.members[0][1], torchattacks.APGD) and ens.members[0][1].loss == "ce"
     assert ens.members[1][1].attack.n_target_classes == 3
-    assert build("standard:square=true,queries=10,targets=3", model, eps=16 / 255).names == ["apgd-ce", "apgd-t", "square"]
+    built = build("standard:square=true,queries=10,targets=3", model, eps=16 / 255)
+    assert built.names == ["apgd-ce", "apgd-t", "square"]
     result = ens.run(x, y)
     apgd = torchattacks.APGD(model, eps=16 / 255, steps=5, loss="ce", seed=0)
     alone = judge(model, apgd(x, y), y)[0]
@@ -168,7 +170,8 @@ def test_standard_is_apgd_ce_then_targeted_apgd_dlr(model, data):
 
 def test_standard_refuses_more_targets_than_classes(model, data):
     x, y = data
-    with pytest.raises(ValueError, match=r"targets=9 target classes need a model with at least 10 classes, this one has 4"):
+    with pytest.raises(ValueError,
+                       match=r"targets=9 target classes need a model with at least 10 classes, this one has 4"):
         build("standard:steps=1", model, eps=16 / 255).run(x, y)
 
 

@@ -104,7 +104,8 @@ def test_bpda_smooth_runs_in_the_benchmark(checkpoint, tmp_path):  # noqa: F811
     out = tmp_path / "smooth"
     summary = run_benchmark(small_config(checkpoint, out, n=4, defenses=["none", "jpeg:q=50", "median:kernel=3"],
                                          threat_models=["bpda_smooth"], eps=[8 / 255]))
-    assert [(r["defense"], r["threat"]) for r in summary["rows"]] == [("none", "whitebox"), ("jpeg:q=50", "bpda_smooth")]
+    rows = [(r["defense"], r["threat"]) for r in summary["rows"]]
+    assert rows == [("none", "whitebox"), ("jpeg:q=50", "bpda_smooth")]
     row = summary["rows"][1]
     assert {c["code"] for c in row["checks"]} == {"F", "S", "E", "Z"}
     assert row["attack_2x_steps"] is not None and row["attack_large_eps"] is not None

@@ -173,7 +173,8 @@ class Ensemble:
         if active is None:
             active = clean_robust
         elif not (isinstance(active, Tensor) and active.dtype == torch.bool and active.shape == labels.shape):
-            raise ValueError(f"Ensemble.run: active must be a bool tensor of shape {tuple(labels.shape)}, got {active!r}")
+            raise ValueError(f"Ensemble.run: active must be a bool tensor of shape {tuple(labels.shape)}, "
+                             f"got {active!r}")
         robust = active.to(labels.device).clone()
         adv, pred = images.clone(), torch.where(robust, labels, clean_pred)
         broken_by = torch.full_like(labels, -1)
@@ -235,7 +236,8 @@ def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts:
 
     eps = check_real(eps, "eps", 0.0, 1.0)
     steps, restarts = check_int(steps, "steps", 1), check_int(restarts, "restarts", 1)
-    targets, queries, seed = check_int(targets, "targets", 1), check_int(queries, "queries", 1), check_int(seed, "seed", 0)
+    targets, queries = check_int(targets, "targets", 1), check_int(queries, "queries", 1)
+    seed = check_int(seed, "seed", 0)
     if not isinstance(square, bool):
         raise TypeError(f"square must be True or False, got {square!r}")
     members = [
@@ -299,7 +301,8 @@ def autoattack(model: nn.Module, eps: float = 8 / 255, version: str = "standard"
     if version not in AUTOATTACK_VERSIONS:
         raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
     if (attacks is None) != (version != "custom"):
-        raise ValueError(f"attacks is given exactly when version='custom' (got version={version!r}, attacks={attacks!r})")
+        raise ValueError(f"attacks is given exactly when version='custom' (got version={version!r}, "
+                         f"attacks={attacks!r})")
     chosen = _attack_list(attacks) if attacks is not None else None
     seed = check_int(seed, "seed", 0)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

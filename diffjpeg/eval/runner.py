@@ -124,8 +124,10 @@ def prepare_out(out: Path, cfg: BenchConfig) -> None:
         old = json.loads(stored.read_text())
         if old.get("fingerprint") != cfg.fingerprint():
             new = cfg.identity()
-            changed = sorted(k for k in set(old.get("config", {})) | set(new) if old.get("config", {}).get(k) != new.get(k))
-            raise ValueError(f"{str(out)!r} holds results of a different configuration (changed: {', '.join(changed)}); "
+            before = old.get("config", {})
+            changed = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
+            raise ValueError(f"{str(out)!r} holds results of a different configuration "
+                             f"(changed: {', '.join(changed)}); "
                              f"pass --restart (restart = true) to discard them, or choose another --out")
         return
     _write_json(stored, {"fingerprint": cfg.fingerprint(), "config": cfg.identity()}, indent=1)

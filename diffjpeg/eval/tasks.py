@@ -172,7 +172,8 @@ def _norms(adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def check_budget(adv: Tensor, x: Tensor, eps: float, attack: str) -> None:
-    """Raise a ``ValueError`` naming ``attack`` unless ``adv`` is in [0, 1] and the L-inf ball of ``eps`` around ``x``."""
+    """Raise a ``ValueError`` naming ``attack`` unless ``adv`` is in [0, 1] and the L-inf ball of ``eps``
+    around ``x``."""
     linf, _ = _norms(adv, x)
     if (linf > eps + 1e-5).any() or adv.min() < 0 or adv.max() > 1:
         raise ValueError(f"attack {attack!r} left the L-inf ball of eps={eps:g} or [0, 1] (max |delta| "
