@@ -19,9 +19,9 @@ COMMANDS = {
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """``--seed``, ``--device`` and ``--quiet``, as the training commands take them."""
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
 
 
 def out_folder_missing(command: str, out: Path) -> bool:

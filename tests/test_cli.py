@@ -39,3 +39,12 @@ def test_training_commands_refuse_a_missing_out_folder(command, tmp_path, capsys
     assert main([command, "--out", str(out), "--seed", "1", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == f"{command}: --out folder {str(out.parent)!r} does not exist"
     assert not out.parent.exists()
+
+
+def test_learn_qtables_options_state_their_defaults():
+    """Every option of `diffjpeg learn-qtables` but --out (required) says what it defaults to."""
+    from diffjpeg.eval.learn_qtables import parser
+
+    missing = [a.option_strings[0] for a in parser()._actions
+               if a.option_strings and a.dest not in ("help", "out") and "default" not in (a.help or "")]
+    assert missing == []

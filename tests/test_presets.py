@@ -274,3 +274,25 @@ def test_report_preset_columns():
     assert {r.preset for r in rows} == set(PRESETS) and all(r.identical == 1.0 for r in rows)
     text = markdown([], [], "test", rows)
     assert "| setting | q | " + " | ".join(PRESETS) + " |" in text
+
+
+@pytest.mark.parametrize("name,version", [("pillow", "turbo210"), ("libjpeg9", "9f"), ("turbo-fast", "turbo210")])
+def test_decode_file_with_preset(name, version, tmp_path):
+    """A file the library wrote, decoded by io.decode_file(preset) == the library's own decoder."""
+    from diffjpeg.jpeg.io import decode_file
+
+    options = resolve_preset(name)
+    img = _image("photo", 37, 50, 9)
+    path = str(tmp_path / "f.jpg")
+    flags = ["+FORCE_BASELINE"]
+    if jpeglib_codec.is_ijg7plus(version):
+        flags.append("+DO_FANCY_UPSAMPLING" if options.downsampling == "dct" else "-DO_FANCY_UPSAMPLING")
+    with jpeglib.version(version):
+        im = jpeglib.from_spatial(img)
+        im.samp_factor = ((2, 2), (1, 1), (1, 1))
+        im.write_spatial(path, qt=60, dct_method=jpeglib_codec._dct_method(options.fdct), flags=flags)
+        upsampling = "-DO_FANCY_UPSAMPLING" if options.upsampling == "simple" else "+DO_FANCY_UPSAMPLING"
+        theirs = jpeglib.read_spatial(path, dct_method=jpeglib_codec._dct_method(options.idct),
+                                      flags=[upsampling]).spatial
+    ours = decode_file(path, dtype=torch.float64, preset=name)
+    assert np.array_equal((ours[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(), theirs)

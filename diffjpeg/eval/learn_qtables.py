@@ -40,22 +40,26 @@ __all__ = ["main", "parser", "evaluate_tables"]
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffjpeg learn-qtables", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", choices=("fmnist", "gratings"), default="fmnist")
+    p.add_argument("--data", choices=("fmnist", "gratings"), default="fmnist", help="training data (default fmnist)")
     p.add_argument("--data-dir", default=FASHION_MNIST_DIR, help="Fashion-MNIST idx folder (default: Debian's)")
     p.add_argument("--out", required=True, help="tables JSON to write")
-    p.add_argument("--lam", type=float, default=0.05, help="weight of the rate proxy (CE per bit per pixel)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1.0, help="Adam step size in table units")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--init-quality", type=float, default=50)
-    p.add_argument("--subsampling", default="420", choices=("444", "422", "420"))
-    p.add_argument("--adversarial", action="store_true", help="add PGD examples crafted each step to the loss")
+    p.add_argument("--lam", type=float, default=0.05,
+                   help="weight of the rate proxy (CE per bit per pixel; default 0.05)")
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps (default 200)")
+    p.add_argument("--lr", type=float, default=1.0, help="Adam step size in table units (default 1.0)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    p.add_argument("--init-quality", type=float, default=50,
+                   help="IJG quality the tables start from (default 50)")
+    p.add_argument("--subsampling", default="420", choices=("444", "422", "420"),
+                   help="chroma subsampling (default 420)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="add PGD examples crafted each step to the loss (default: off)")
     p.add_argument("--eps", type=float, default=0.1, help="L-inf budget of the training PGD (default 0.1)")
-    p.add_argument("--pgd-steps", type=int, default=3)
-    p.add_argument("--classifier-weights", default=None, help="state dict of the classifier (else one is trained)")
-    p.add_argument("--classifier-epochs", type=int, default=3)
-    p.add_argument("--limit", type=int, default=10000, help="training images used")
-    p.add_argument("--test-limit", type=int, default=2000, help="test images evaluated")
+    p.add_argument("--pgd-steps", type=int, default=3, help="steps of the training PGD (default 3)")
+    p.add_argument("--classifier-weights", default=None, help="state dict of the classifier (default: train one)")
+    p.add_argument("--classifier-epochs", type=int, default=3, help="epochs of that training (default 3)")
+    p.add_argument("--limit", type=int, default=10000, help="training images used (default 10000)")
+    p.add_argument("--test-limit", type=int, default=2000, help="test images evaluated (default 2000)")
     add_run_options(p)
     return p
 

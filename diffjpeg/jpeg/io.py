@@ -502,14 +502,15 @@ def write_coefficients(
 # convenience
 
 
-def decode_file(path, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+def decode_file(path, dtype: torch.dtype = torch.float32, device=None, preset="pillow") -> Tensor:
     """Read a JPEG's coefficients and decode them differentiably: ``(1, C, H, W)`` in [0, 1].
 
-    :func:`read_coefficients` followed by :func:`diffjpeg.jpeg.decoding.decode`.
+    :func:`read_coefficients` followed by :func:`diffjpeg.jpeg.decoding.decode` (``preset``: the
+    decoder to reproduce, as there).
     """
     from .decoding import decode
 
-    return decode(read_coefficients(path), dtype, device)
+    return decode(read_coefficients(path), dtype, device, preset)
 
 
 #: names that moved out of this module, still importable from it: differentiable decoding and Pillow file writing
