@@ -172,14 +172,14 @@ def test_register_adds_a_name(user_module):
 
 def test_the_benchmark_takes_module_factory_defenses(user_module):
     """The runner's own path (config validation, rows, build with a generator) accepts MODULE:FACTORY specs."""
-    from diffjpeg.eval.bench import build_defense, plan_rows
-    from diffjpeg.eval.config import BenchConfig, validate
+    from diffjpeg.eval.config import BenchConfig, Spec, validate
+    from diffjpeg.eval.tasks import build_defense, plan_rows
 
     spec = f"{user_module}:Blur:k=3"
     cfg = BenchConfig(defenses=["none", spec])
-    validate(cfg)
-    rows = plan_rows(cfg)
+    parsed = validate(cfg)
+    rows = plan_rows(parsed, cfg.threat_models)
     assert any(r.defense == spec for r in rows)
     g = torch.Generator().manual_seed(0)
-    defense = build_defense(spec, generator=g)
+    defense = build_defense(Spec.parse(spec, "defense spec"), generator=g)
     assert defense.k == 3 and defense.generator is g
