@@ -14,3 +14,6 @@ from .topa import TopaResult, topa
 
 __all__ = ["Attack", "OnePixel", "GA", "LBFGS", "DCTAttack", "DCTAttackResult", "topa", "TopaResult", "build",
            "available", "register", "ATTACKS"]
+from .ensemble import Ensemble, EnsembleResult  # noqa: E402
+
+__all__ += ["Ensemble", "EnsembleResult"]

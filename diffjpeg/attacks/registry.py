@@ -40,7 +40,7 @@ _NONNEGATIVE = ("eps", "alpha", "c", "kappa", "lr", "overshoot", "decay", "gamma
                 "theta", "noise_std", "sigma", "std")
 _POSITIVE_INT = ("steps", "n_restarts", "n_queries", "eot_iter", "n_classes", "n_iter", "pixels", "popsize",
                  "max_iter", "restarts")
-_SKIPPED = {"MultiAttack", "LGV", "OnePixel"}
+_SKIPPED = {"MultiAttack", "LGV", "OnePixel", "AutoAttack"}
 
 
 def build(spec: str, model=None, **overrides: Any):
@@ -102,3 +102,10 @@ for _name in torchattacks.__all__:
         continue
     register(_name.lower(), _torchattacks_factory(_cls))
 register("torchattacks.onepixel", _torchattacks_factory(torchattacks.OnePixel))
+
+# attack ensembles (diffjpeg.attacks.ensemble): torchattacks / pyautoattack are imported when one is built
+from .ensemble import autoattack as _autoattack, standard as _standard  # noqa: E402
+
+register("standard", _standard)
+register("autoattack", _autoattack)  # pyautoattack's AutoAttack; torchattacks' re-implementation keeps its long name
+register("torchattacks.autoattack", _torchattacks_factory(torchattacks.AutoAttack))

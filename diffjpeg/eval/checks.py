@@ -72,3 +72,31 @@ def fixed_randomness(fixed: float, randomized: float, tolerance: float, eps: flo
 def zero_gradients(share: float, max_share: float) -> Check:
     """Many exactly-zero gradient entries mean the attack gets no signal (shattered gradients)."""
     return Check("Z", share <= max_share, f"{share:.1%} of input-gradient entries are 0")
+
+
+# ------------------------------------------------------------------- small samples and the budget check
+
+#: below this many examples one example is more than 1 point of accuracy, so no flip is "within tolerance"
+SMALL_N = 100
+
+
+def allowed_flips(n: int, tolerance: float) -> int:
+    """How many of ``n`` examples a check lets a stronger attack flip: ``floor(tolerance * n)``, but 0
+    when ``n < SMALL_N`` (on 20 images a 5 % tolerance would forgive one image in twenty, which is
+    exactly the size of effect the check is there to catch)."""
+    return 0 if n < SMALL_N else int(tolerance * n + 1e-9)
+
+
+def budget(robust: int, stronger: int, n: int, tolerance: float, eps: float | None = None) -> Check:
+    """The attack converged: on the ``robust`` examples (of ``n``) it left, the ensemble at 4x the steps
+    and 4x the restarts (or AutoAttack's full budget) leaves ``stronger`` robust, flipping at most
+    :func:`allowed_flips` of them."""
+    flips = robust - stronger
+    return Check("B", flips <= allowed_flips(n, tolerance),
+                 f"{robust}/{n} -> {stronger}/{n} robust with 4x steps and 4x restarts "
+                 f"({flips} flipped, {allowed_flips(n, tolerance)} allowed)", eps)
+
+
+CHECKS["B"] = ("budget: on the examples the attack left robust, 4x steps and 4x restarts flip at most "
+               f"floor(tol * n) of the n examples (none when n < {SMALL_N})")
+__all__ += ["SMALL_N", "allowed_flips", "budget"]
