@@ -81,6 +81,17 @@ def test_survivors_only_scheduling_attacks_nothing_already_broken():
     assert f.seen == []
 
 
+def test_batch_size_splits_member_calls_without_changing_the_result():
+    x, y = toy()
+    a, b = Shift(0.025), Shift(0.045)
+    whole = Ensemble([("a", Shift(0.025)), ("b", Shift(0.045))], EPS, evaluate=Threshold()).run(x, y)
+    parts = Ensemble([("a", a), ("b", b)], EPS, evaluate=Threshold(), batch_size=3).run(x, y)
+    assert a.seen == [[0, 1, 2], [3, 4, 5], [6, 7]] and b.seen == [[2, 3, 4], [5, 6, 7]]
+    assert torch.equal(whole.robust, parts.robust) and torch.equal(whole.adversarial, parts.adversarial)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        Ensemble([("a", a)], EPS, evaluate=Threshold(), batch_size=0)
+
+
 def test_clean_errors_are_not_attacked():
     x, y = toy(4)
     y[1] = 1  # the model says 0: wrong without any attack

@@ -122,12 +122,17 @@ class Ensemble:
         evaluate: the model that judges robustness (the real defense); ``None``: ``model``.
         draws: calls of ``evaluate`` per example in the final judgement (>= 1; see the rule above).
         model: the attacked model (only used as the default ``evaluate``).
+        batch_size: most examples per member call (``None``: all survivors in one call). The
+            memory of a gradient pass grows with the images in it, so an attacked model that
+            evaluates ``n`` draws per image (EOT) is best attacked ``batch_size = budget // n``
+            examples at a time; results do not depend on it beyond the attacks' random starts.
 
     Calling ``ensemble(images, labels)`` returns ``run(images, labels).adversarial``.
     """
 
     def __init__(self, members: Sequence[tuple[str, Callable[[Tensor, Tensor], Tensor]]], eps: float,
-                 evaluate: nn.Module | None = None, draws: int = 1, model: nn.Module | None = None):
+                 evaluate: nn.Module | None = None, draws: int = 1, model: nn.Module | None = None,
+                 batch_size: int | None = None):
         members = list(members)
         if not members:
             raise ValueError("Ensemble: members must hold at least one (name, attack) pair, got none")
@@ -141,6 +146,7 @@ class Ensemble:
         self.eps = check_real(eps, "eps", 0.0, 1.0)
         self.evaluate = evaluate if evaluate is not None else model
         self.draws = check_int(draws, "draws", 1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
 
     @property
     def names(self) -> list[str]:
@@ -176,7 +182,8 @@ class Ensemble:
         for k, (name, attack) in enumerate(self.members):
             idx = robust.nonzero().flatten()
             if idx.numel() > 0:
-                a = attack(images[idx], labels[idx]).detach()
+                step = idx.numel() if self.batch_size is None else self.batch_size
+                a = torch.cat([attack(images[part], labels[part]).detach() for part in idx.split(step)])
                 check_linf(a, images[idx], self.eps, name)
                 ok, p = judge(self.evaluate, a, labels[idx], self.draws)
                 adv[idx], pred[idx] = a, p
@@ -208,7 +215,7 @@ class _Targeted:
 
 def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts: int = 1, targets: int = 9,
              square: bool = False, queries: int = 5000, evaluate: nn.Module | None = None, draws: int = 1,
-             seed: int = 0) -> Ensemble:
+             seed: int = 0, batch_size: int | None = None) -> Ensemble:
     """AutoAttack's gradient members from torchattacks: APGD-CE, then APGD-T with the DLR loss.
 
     Args:
@@ -220,7 +227,8 @@ def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts:
             true one (AutoAttack: 9; torchattacks' ``n_classes = targets + 1``).
         square: also run torchattacks' Square (margin loss, ``queries`` queries per restart) last,
             as a gradient-free cross-check.
-        evaluate, draws: the judging model and the draws per example (see :class:`Ensemble`).
+        evaluate, draws, batch_size: the judging model, the draws per example and the most
+            examples per member call (see :class:`Ensemble`).
         seed: the seed torchattacks' APGD/APGDT/Square set before their random starts.
     """
     import torchattacks
@@ -239,7 +247,7 @@ def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts:
     if square:
         members.append(("square", torchattacks.Square(model, norm="Linf", eps=eps, n_queries=queries,
                                                       n_restarts=restarts, seed=seed)))
-    return Ensemble(members, eps, evaluate=evaluate, draws=draws, model=model)
+    return Ensemble(members, eps, evaluate=evaluate, draws=draws, model=model, batch_size=batch_size)
 
 
 def _attack_list(attacks) -> list[str]:
@@ -264,7 +272,8 @@ class _AutoAttackRun:
 
 def autoattack(model: nn.Module, eps: float = 8 / 255, version: str = "standard", attacks=None,
                steps: int | None = None, queries: int | None = None, restarts: int | None = None,
-               targets: int | None = None, evaluate: nn.Module | None = None, draws: int = 1, seed: int = 0) -> Ensemble:
+               targets: int | None = None, evaluate: nn.Module | None = None, draws: int = 1, seed: int = 0,
+               batch_size: int | None = None) -> Ensemble:
     """pyautoattack's ``AutoAttack`` (Croce & Hein, 2020) on ``model``, as a one-member :class:`Ensemble`.
 
     Args:
@@ -276,8 +285,8 @@ def autoattack(model: nn.Module, eps: float = 8 / 255, version: str = "standard"
             queries (``None``: 5000); restarts: restarts of APGD-CE (``None``: the version's);
             targets: target classes of APGD-T and FAB-T (``None``: AutoAttack's 9; at most the
             model's number of classes minus one).
-        evaluate, draws: the judging model and the draws per example (see :class:`Ensemble`); the
-            member's own log still judges by ``model``.
+        evaluate, draws, batch_size: the judging model, the draws per example and the most
+            examples per call (see :class:`Ensemble`); AutoAttack's own bookkeeping judges by ``model``.
         seed: AutoAttack's seed.
     """
     try:
@@ -308,11 +317,12 @@ def autoattack(model: nn.Module, eps: float = 8 / 255, version: str = "standard"
     if targets is not None:
         adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = check_int(targets, "targets", 1)
     name = f"autoattack-{version}" + (f"({'+'.join(chosen)})" if chosen else "")
-    return Ensemble([(name, _AutoAttackRun(adversary))], eps, evaluate=evaluate, draws=draws, model=model)
+    return Ensemble([(name, _AutoAttackRun(adversary))], eps, evaluate=evaluate, draws=draws, model=model,
+                    batch_size=batch_size)
 
 
 def from_specs(specs: Sequence[str], model: nn.Module, eps: float, evaluate: nn.Module | None = None,
-               draws: int = 1, **shared) -> Ensemble:
+               draws: int = 1, batch_size: int | None = None, **shared) -> Ensemble:
     """An :class:`Ensemble` of registry attacks, e.g. ``["apgd:loss=ce", "apgdt:n_classes=10", "square"]``.
 
     Each spec is built with :func:`diffjpeg.attacks.build` on ``model`` at ``eps``; keyword ``shared``
@@ -333,4 +343,4 @@ def from_specs(specs: Sequence[str], model: nn.Module, eps: float, evaluate: nn.
             raise ValueError(f"attack {name!r} has no eps parameter; an ensemble needs L-inf attacks with a budget eps")
         attack = build(spec, model, eps=eps, **extra)
         members += attack.members if isinstance(attack, Ensemble) else [(spec, attack)]
-    return Ensemble(members, eps, evaluate=evaluate, draws=draws, model=model)
+    return Ensemble(members, eps, evaluate=evaluate, draws=draws, model=model, batch_size=batch_size)
