@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffjpeg.eval import BenchConfig, load_dataset, run_benchmark, train_small_cnn
-from diffjpeg.eval import checks
-from diffjpeg.eval.bench import main, plan_rows
-from diffjpeg.eval.config import DEFAULT_DEFENSES
+from diffjpeg.eval import (
+    BenchConfig,
+    checks,
+    load_dataset,
+    run_benchmark,
+    train_small_cnn,
+)
+from diffjpeg.eval.bench import main
+from diffjpeg.eval.config import DEFAULT_DEFENSES, validate
+from diffjpeg.eval.tasks import plan_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,12 +74,13 @@ def test_outputs(reference):
                     ("median:kernel=3", "graybox"), ("median:kernel=3", "bpda"), ("median:kernel=3", "surrogate")}
     recs = records(out)
     attacks = [r for r in recs if "attack" in r]
-    assert {r["attack"] for r in attacks} == {"pgd", "fgsm", "pgd_2x", "pgd_large", "pgd_fixed"}
+    assert {r["attack"] for r in attacks} == {"attack", "fgsm", "attack_2x_steps", "attack_large_eps",
+                                              "attack_fixed_randomness"}
     for r in attacks:
         assert set(r) >= {"id", "label", "clean", "defended", "adversarial", "robust", "linf", "l2", "eps"}
         assert r["linf"] <= r["eps"] + 1e-5
         assert r["robust"] == (r["defended"] == r["label"] == r["adversarial"])
-    pgd = [r for r in attacks if r["attack"] == "pgd" and r["threat"] != "graybox"]
+    pgd = [r for r in attacks if r["attack"] == "attack" and r["threat"] != "graybox"]
     for r in pgd:  # the cascade: robust at the larger eps implies robust at the smaller one
         if r["eps"] > 4 / 255 and r["robust"]:
             twin = next(s for s in pgd if s["id"] == r["id"] and s["defense"] == r["defense"]
@@ -89,7 +96,7 @@ def test_undefended_model_breaks(reference):
     bare = next(r for r in summary["rows"] if r["threat"] == "whitebox")
     assert bare["clean"] >= 0.75
     assert bare["robust"][-1] < bare["robust"][0] <= bare["clean"]
-    assert bare["pgd_large"] == 0.0  # a large eps breaks everything: check E passes
+    assert bare["attack_large_eps"] == 0.0  # a large eps breaks everything: check E passes
     assert all(c["passed"] for c in bare["checks"])
 
 
@@ -193,7 +200,8 @@ def test_toml_config_and_flags(tmp_path):
 
 
 def test_default_plan_has_one_adaptive_row_per_defense():
-    rows = plan_rows(BenchConfig())
+    cfg = BenchConfig()
+    rows = plan_rows(validate(cfg), cfg.threat_models)
     adaptive = {r.defense: r.threat for r in rows if r.threat != "graybox"}
     assert adaptive == {"none": "whitebox", "jpeg:q=75": "bpda", "jpeg:q=50": "bpda", "jpeg:q=20": "bpda",
                         "diffjpeg:q=75": "surrogate", "fd": "surrogate", "bit_depth:bits=4": "bpda",
@@ -217,31 +225,32 @@ def test_checks(check, args, passed):
 
 def test_every_row_of_the_full_grid_builds_and_differentiates():
     """Each (defense, threat model) of `--grid full` gives an attackable model with a finite gradient."""
-    from diffjpeg.eval.bench import Context, _attacked_model
+    from diffjpeg.eval.tasks import Context
 
     cfg = BenchConfig.from_dict({"grid": "full", "eot_samples": 2})
+    parsed = validate(cfg)
     torch.manual_seed(0)
     clf = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                               torch.nn.Linear(4, 5)).eval()
     x, y = torch.rand(2, 3, 24, 24), torch.tensor([0, 3])
-    ctx = Context(cfg, clf, (0.5,) * 3, (0.5,) * 3, x, y, ["a", "b"], torch.device("cpu"))
-    rows = plan_rows(cfg, ctx.model())
+    ctx = Context(cfg, parsed, clf, (0.5,) * 3, (0.5,) * 3, x, y, ["a", "b"], torch.device("cpu"))
+    rows = plan_rows(parsed, cfg.threat_models, ctx.model())
     assert {r.threat for r in rows} == {"whitebox", "graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot"}
     for row in rows:
         if row.threat == "graybox":
             continue
-        defense = None if row.defense == "none" else ctx.defense(row.defense, 0)
+        defense = None if row.defense == "none" else ctx.defense(row.spec, 0)
         xg = x.clone().requires_grad_(True)
-        torch.nn.functional.cross_entropy(_attacked_model(ctx, row, defense)(xg), y).backward()
+        torch.nn.functional.cross_entropy(ctx.model(row.threat_model.graph(defense, cfg))(xg), y).backward()
         assert xg.grad is not None and torch.isfinite(xg.grad).all(), row
 
 
 def test_budget_check_rejects_examples_outside_the_ball():
-    from diffjpeg.eval.bench import _check_budget
+    from diffjpeg.eval.tasks import check_budget
 
     x = torch.full((2, 3, 4, 4), 0.5)
-    _check_budget(x + 8 / 255, x, 8 / 255, "pgd")
+    check_budget(x + 8 / 255, x, 8 / 255, "pgd")
     with pytest.raises(ValueError, match="left the L-inf ball of eps=0.0313725"):
-        _check_budget(x + 9 / 255, x, 8 / 255, "pgd")
+        check_budget(x + 9 / 255, x, 8 / 255, "pgd")
     with pytest.raises(ValueError, match=r"or \[0, 1\]"):
-        _check_budget(x * 2.1, x, 1.0, "pgd")
+        check_budget(x * 2.1, x, 1.0, "pgd")

@@ -9,7 +9,7 @@ benchmark's imports (torchattacks, scikit-image).
 import importlib
 
 #: public name -> the submodule that defines it
-_HOMES = {"run_benchmark": "bench", "BenchConfig": "config", "Dataset": "datasets", "load_dataset": "datasets",
+_HOMES = {"run_benchmark": "runner", "BenchConfig": "config", "Dataset": "datasets", "load_dataset": "datasets",
           "train_small_cnn": "train", "LoadedModel": "zoo", "SmallCNN": "zoo", "load_model": "zoo"}
 
 __all__ = sorted(_HOMES)

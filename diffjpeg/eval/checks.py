@@ -12,8 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Check", "CHECKS", "eps_name", "single_step", "large_eps", "more_steps", "white_below_gray",
-           "fixed_randomness", "zero_gradients"]
+__all__ = [
+    "CHECKS",
+    "Check",
+    "eps_name",
+    "fixed_randomness",
+    "large_eps",
+    "more_steps",
+    "single_step",
+    "white_below_gray",
+    "zero_gradients",
+]
 
 
 @dataclass(frozen=True)
@@ -29,11 +38,11 @@ class Check:
 
 #: code letter -> what the check asks (printed as the table's legend)
 CHECKS = {
-    "F": "iterative attack at least as strong as single-step FGSM (PGD accuracy <= FGSM accuracy + tol)",
+    "F": "the attack at least as strong as single-step FGSM (its accuracy <= FGSM's accuracy + tolerance)",
     "E": "accuracy reaches ~0 at a large eps (<= max_large_eps_accuracy)",
-    "S": "doubling the steps does not lower accuracy by more than tol",
-    "G": "white-box accuracy <= gray-box accuracy + tol",
-    "R": "randomized defense: the attack with fixed randomness is at least as strong (<= accuracy + tol)",
+    "S": "doubling the attack's steps does not lower accuracy by more than tolerance",
+    "G": "adaptive (white-box) accuracy <= gray-box accuracy + tolerance",
+    "R": "randomized defense: the attack with fixed randomness is at least as strong (<= accuracy + tolerance)",
     "Z": "share of exactly-zero input-gradient entries <= max_zero_gradients",
 }
 
@@ -44,9 +53,10 @@ def eps_name(eps: float) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
-def single_step(pgd: float, fgsm: float, tolerance: float, eps: float | None = None) -> Check:
-    """An iterative attack that is weaker than one FGSM step points to a broken gradient or step size."""
-    return Check("F", pgd <= fgsm + tolerance, f"PGD {pgd:.1%} vs FGSM {fgsm:.1%}", eps)
+def single_step(accuracy: float, fgsm: float, tolerance: float, eps: float | None = None,
+                attack: str = "the attack") -> Check:
+    """An iterative ``attack`` that is weaker than one FGSM step points to a broken gradient or step size."""
+    return Check("F", accuracy <= fgsm + tolerance, f"{attack} {accuracy:.1%} vs FGSM {fgsm:.1%}", eps)
 
 
 def large_eps(accuracy: float, eps: float, max_accuracy: float) -> Check:

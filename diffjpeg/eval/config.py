@@ -4,28 +4,38 @@ A :class:`BenchConfig` says what to evaluate (model, data, defenses, threat mode
 budgets and check tolerances) and where to write it (``out``). ``load_config`` reads a TOML file
 (keys at the top level or under ``[bench]``); ``BenchConfig.from_dict`` builds one from a mapping and
 rejects unknown keys; ``validate`` checks every value and names (one-line errors listing the valid
-choices) before any model or data is loaded.
+choices) before any model or data is loaded, and returns the defense and attack specs parsed, once,
+into :class:`Spec` (name and keyword arguments, with the text as given for display).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from ..arguments import check_int, check_real
 from ..spec import parse_spec, parse_value
 
-__all__ = ["BenchConfig", "DEFAULT_DEFENSES", "FULL_DEFENSES", "GRIDS", "SELECTORS", "THREAT_MODELS", "load_config"]
+__all__ = [
+    "DEFAULT_DEFENSES",
+    "FULL_DEFENSES",
+    "GRIDS",
+    "NO_DEFENSE",
+    "BenchConfig",
+    "Parsed",
+    "Spec",
+    "load_config",
+    "validate",
+]
 
-#: every threat model the benchmark knows (``whitebox`` is the undefended model's own row); in a
-#: config, ``adaptive`` selects one per defense: ``bpda_eot`` if randomized, else ``surrogate`` if
-#: differentiable, else ``bpda``
-THREAT_MODELS = ("graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot")
-SELECTORS = ("adaptive",)
+#: the defense spec of the undefended model (its one row is the ``whitebox`` threat model)
+NO_DEFENSE = "none"
 DEFAULT_DEFENSES = ("none", "jpeg:q=75", "jpeg:q=50", "jpeg:q=20", "diffjpeg:q=75", "fd", "bit_depth:bits=4",
                     "median:kernel=3", "tvm:p=0.5,max_iter=20", "random_jpeg:q=(50, 90)")
 FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random_jpeg:q=(50, 90)", "kmeans:k=8")
@@ -33,12 +43,51 @@ FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random
 #: named grids: values a config starts from before its own keys are applied
 GRIDS: dict[str, dict[str, Any]] = {
     "default": {},
-    "full": {"defenses": list(FULL_DEFENSES), "threat_models": list(THREAT_MODELS),
+    "full": {"defenses": list(FULL_DEFENSES),
+             "threat_models": ["graybox", "bpda", "bpda_surrogate", "surrogate", "bpda_eot"],
              "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255], "steps": 50, "restarts": 2,
              "eot_samples": 16},
 }
 #: keys that do not change the numbers (so a resumed run may change them)
 _RUN_KEYS = ("out", "device", "progress", "restart", "download")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A build spec (``"jpeg:q=50"``) parsed once, at the config boundary.
+
+    ``text`` is the spec as given: what tables and records show and what the runner keys defenses
+    by; ``name`` and ``kwargs`` are :func:`diffjpeg.spec.parse_spec`'s reading of it.
+
+    Example::
+
+        >>> spec = Spec.parse("median:kernel=3", "defense spec")
+        >>> spec.name, spec.kwargs
+        ('median', {'kernel': 3})
+        >>> median = spec.build(DEFENSES.build)  # DEFENSES.build("median", kernel=3)
+    """
+
+    text: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Spec:
+        """``text`` read by :func:`~diffjpeg.spec.parse_spec`; ``what`` names the argument in errors."""
+        name, kwargs = parse_spec(text, what)
+        return cls(text, name, kwargs)
+
+    def build(self, factory: Callable[..., Any], *args: Any, **overrides: Any) -> Any:
+        """``factory(name, *args, **kwargs)``, keyword ``overrides`` winning over the spec's values."""
+        return factory(self.name, *args, **{**self.kwargs, **overrides})
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What :func:`validate` hands on: the config's defense specs (in order) and its attack spec, parsed."""
+
+    defenses: tuple[Spec, ...]
+    attack: Spec
 
 
 @dataclass
@@ -71,7 +120,7 @@ class BenchConfig:
     download: bool = False
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "BenchConfig":
+    def from_dict(cls, values: dict[str, Any]) -> BenchConfig:
         """A config from ``values``: the named ``grid`` first, then the given keys over it."""
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
@@ -112,10 +161,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return dict(values.get("bench", values))
 
 
-def validate(cfg: BenchConfig) -> None:
-    """Check every value and name of ``cfg``; raise a one-line ``ValueError``/``TypeError`` otherwise."""
+def validate(cfg: BenchConfig) -> Parsed:
+    """Check every value and name of ``cfg`` and return its specs parsed; raise a one-line
+    ``ValueError``/``TypeError`` otherwise."""
     from ..attacks.registry import ATTACKS
-    from ..defenses.registry import DEFENSES
+    from .threats import check_names
 
     for key in ("batch_size", "steps", "restarts", "eot_samples"):
         check_int(getattr(cfg, key), key, 1)
@@ -137,25 +187,31 @@ def validate(cfg: BenchConfig) -> None:
         check_real(getattr(cfg, key), key, 0.0, 1.0)
     if not isinstance(cfg.device, str) or cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
-    valid = THREAT_MODELS + SELECTORS
-    if not cfg.threat_models or any(t not in valid for t in cfg.threat_models):
-        bad = [t for t in cfg.threat_models if t not in valid] or "an empty list"
-        raise ValueError(f"unknown threat model(s) {bad}; valid: {', '.join(valid)}")
+    check_names(cfg.threat_models)
     if not cfg.defenses or len(set(cfg.defenses)) != len(cfg.defenses):
         raise ValueError(f"defenses must be a non-empty list without repeats, got {cfg.defenses!r}")
-    for spec in cfg.defenses:
-        if spec != "none":
-            name, _ = parse_spec(spec, "defense spec")
-            if name == "none":
-                raise ValueError(f"defense 'none' takes no parameters, got {spec!r}")
-            try:
-                DEFENSES.parameters(name)
-            except ValueError as e:
-                raise ValueError(f"{e}; and none (no defense)") from None
-    name, kwargs = parse_spec(cfg.attack, "attack spec")
-    params = ATTACKS.parameters(name)
+    defenses = tuple(_defense_spec(text) for text in cfg.defenses)
+    attack = Spec.parse(cfg.attack, "attack spec")
+    params = ATTACKS.parameters(attack.name)
     if "eps" not in params:
-        raise ValueError(f"attack {name!r} has no eps parameter; the benchmark needs an L-inf attack with a budget "
-                         f"eps (e.g. pgd, apgd, bim, mifgsm, fgsm)")
-    if "eps" in kwargs:
+        raise ValueError(f"attack {attack.name!r} has no eps parameter; the benchmark needs an L-inf attack with a "
+                         f"budget eps (e.g. pgd, apgd, bim, mifgsm, fgsm)")
+    if "eps" in attack.kwargs:
         raise ValueError(f"attack spec {cfg.attack!r} sets eps; give the eps grid with the eps key instead")
+    return Parsed(defenses, attack)
+
+
+def _defense_spec(text: str) -> Spec:
+    """One entry of ``defenses`` parsed, its name checked against the registry (``none``: no defense)."""
+    from ..defenses.registry import DEFENSES
+
+    if text == NO_DEFENSE:
+        return Spec(NO_DEFENSE, NO_DEFENSE)
+    spec = Spec.parse(text, "defense spec")
+    if spec.name == NO_DEFENSE:
+        raise ValueError(f"defense 'none' takes no parameters, got {text!r}")
+    try:
+        DEFENSES.parameters(spec.name)
+    except ValueError as e:
+        raise ValueError(f"{e}; and none (no defense)") from None
+    return spec

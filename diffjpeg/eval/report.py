@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..jpeg.codec import diff_jpeg
-from ..metrics import psnr
 from ..jpeg.real import real_jpeg
+from ..metrics import psnr
 
 QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90, 95, 99)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -180,7 +179,7 @@ def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: i
         x = photo_batch(shape).to(dev)
         qk = torch.full((shape[0],), float(q), device=dev)
         ours = time_forward_backward(lambda t: diff_jpeg(t, q=q), x, repeats)
-        peer = time_forward_backward(lambda t: kornia_jpeg(t, qk, "420"), x, repeats)
+        peer = time_forward_backward(lambda t, qk=qk: kornia_jpeg(t, qk, "420"), x, repeats)
         rows.append(SpeedRow("forward+backward", shape, device, ours, "kornia", peer))
     if not exact:
         return rows
@@ -201,11 +200,11 @@ def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str) -> str:
         "# diffjpeg fidelity and speed report", "",
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.platform()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.processor() or platform.machine()}",
+        (f"- machine: {platform.platform()}, {torch.get_num_threads()} torch threads, "
+         f"{platform.processor() or platform.machine()}"),
         f"- torch {torch.__version__}, Pillow {_pil_versions()}, kornia {_version('kornia')}", "",
-        f"Reference: Pillow `decode(encode(x))`. PSNR on the 8-bit scale, identical images counted as "
-        f"{PSNR_CAP:.0f} dB; 'identical' is the share of equal 8-bit values.", "",
+        (f"Reference: Pillow `decode(encode(x))`. PSNR on the 8-bit scale, identical images counted as "
+         f"{PSNR_CAP:.0f} dB; 'identical' is the share of equal 8-bit values."), "",
     ]
     layer_names = list(dict.fromkeys(r.layer for r in fid))
     settings = list(dict.fromkeys(r.setting for r in fid))

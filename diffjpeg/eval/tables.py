@@ -12,13 +12,22 @@ from pathlib import Path
 from statistics import fmean
 
 from ..files import atomic_write
-from . import checks
+from . import checks, threats
 from .config import BenchConfig
+from .tasks import (
+    ATTACK,
+    ATTACK_2X_STEPS,
+    ATTACK_FIXED_RANDOMNESS,
+    ATTACK_LARGE_EPS,
+    FGSM,
+    Row,
+    row_task,
+)
 
-__all__ = ["merge", "summarize", "markdown", "plot", "write_report"]
+__all__ = ["markdown", "merge", "plot", "summarize", "write_report"]
 
 
-def merge(out: Path, cfg: BenchConfig, rows, tasks: list[str], batches) -> dict:
+def merge(out: Path, cfg: BenchConfig, rows: list[Row], tasks: list[str], batches) -> dict:
     """All unit files of the run -> ``{"records": [...], "seconds": {task: s}, "examples": n}``.
 
     Every attack record gains the undefended (``clean``) prediction of its example. Writes
@@ -49,8 +58,13 @@ def _accuracy(recs: list[dict]) -> float | None:
     return fmean(r["robust"] for r in recs) if recs else None
 
 
-def summarize(cfg: BenchConfig, rows, merged: dict) -> list[dict]:
-    """One dict per row: accuracies (fractions), quality, time per image, and its masking checks."""
+def summarize(cfg: BenchConfig, rows: list[Row], merged: dict) -> list[dict]:
+    """One dict per row: accuracies (fractions), quality, time per image, and its masking checks.
+
+    ``robust`` and ``fgsm`` hold one accuracy per eps (the configured attack's, FGSM's);
+    ``attack_2x_steps``, ``attack_large_eps`` and ``attack_fixed_randomness`` the checks' runs
+    (``None`` where the row has none).
+    """
     recs, n = merged["records"], merged["examples"]
     clean = fmean(r["clean"] == r["label"] for r in recs if r.get("kind") == "clean")
     by = defaultdict(list)
@@ -63,43 +77,44 @@ def summarize(cfg: BenchConfig, rows, merged: dict) -> list[dict]:
             defended[r["defense"]].append(r)
     lines = []
     for i, row in enumerate(rows):
-        get = lambda attack, eps: _accuracy(by[row.defense, row.threat, attack, eps])  # noqa: E731
+        def get(role: str, eps: float, row: Row = row) -> float | None:
+            return _accuracy(by[row.defense, row.threat, role, eps])
+
         d = defended.get(row.defense, [])
-        task = "graybox" if row.threat == "graybox" else f"row{i}"
         line = {
             "defense": row.defense, "threat": row.threat, "clean": clean,
             "defended": fmean(r["defended"] == r["label"] for r in d) if d else clean,
-            "robust": [get("pgd", e) for e in cfg.eps], "fgsm": [get("fgsm", e) for e in cfg.eps],
+            "robust": [get(ATTACK, e) for e in cfg.eps], "fgsm": [get(FGSM, e) for e in cfg.eps],
             "psnr": fmean(r["psnr"] for r in d) if d else None,
             "ssim": fmean(r["ssim"] for r in d if r["ssim"] is not None) if d and d[0]["ssim"] is not None else None,
-            "seconds_per_image": merged["seconds"].get(task, 0.0) / max(n, 1),
-            "pgd_2x": get("pgd_2x", cfg.eps[-1]), "pgd_large": get("pgd_large", cfg.large_eps),
-            "pgd_fixed": get("pgd_fixed", cfg.eps[-1]),
+            "seconds_per_image": merged["seconds"].get(row_task(i, row), 0.0) / max(n, 1),
+            ATTACK_2X_STEPS: get(ATTACK_2X_STEPS, cfg.eps[-1]), ATTACK_LARGE_EPS: get(ATTACK_LARGE_EPS, cfg.large_eps),
+            ATTACK_FIXED_RANDOMNESS: get(ATTACK_FIXED_RANDOMNESS, cfg.eps[-1]),
         }
-        zero = [r["zero_grad"] for r in by[row.defense, row.threat, "pgd", cfg.eps[0]] if "zero_grad" in r]
+        zero = [r["zero_grad"] for r in by[row.defense, row.threat, ATTACK, cfg.eps[0]] if "zero_grad" in r]
         line["zero_grad"] = fmean(zero) if zero else None
         lines.append(line)
     gray = {ln["defense"]: ln for ln in lines if ln["threat"] == "graybox"}
-    for ln in lines:
-        ln["checks"] = [c.__dict__ for c in _checks(cfg, ln, gray.get(ln["defense"]))]
+    for row, ln in zip(rows, lines):
+        ln["checks"] = [c.__dict__ for c in _checks(cfg, row, ln, gray.get(ln["defense"]))]
     return lines
 
 
-def _checks(cfg: BenchConfig, ln: dict, gray: dict | None) -> list[checks.Check]:
-    """The masking checks that apply to one summary line (none for gray-box rows: they are transfer attacks)."""
-    tol, out = cfg.tolerance, []
-    if ln["threat"] == "graybox":  # transfer: FGSM often transfers better than PGD, which is no masking sign
-        return out
+def _checks(cfg: BenchConfig, row: Row, ln: dict, gray: dict | None) -> list[checks.Check]:
+    """The masking checks of one summary line: those its threat model names, where the run measured them."""
+    tol, out, needs, name = cfg.tolerance, [], row.threat_model.checks, cfg.attack
     for k, e in enumerate(cfg.eps):
-        out.append(checks.single_step(ln["robust"][k], ln["fgsm"][k], tol, e))
-        if gray is not None:
+        if "F" in needs:
+            out.append(checks.single_step(ln["robust"][k], ln["fgsm"][k], tol, e, attack=name))
+        if "G" in needs and gray is not None:
             out.append(checks.white_below_gray(ln["robust"][k], gray["robust"][k], tol, e))
-    if ln["pgd_2x"] is not None:
-        out.append(checks.more_steps(ln["robust"][-1], ln["pgd_2x"], tol, cfg.eps[-1]))
-    out.append(checks.large_eps(ln["pgd_large"], cfg.large_eps, cfg.max_large_eps_accuracy))
-    if ln["pgd_fixed"] is not None:
-        out.append(checks.fixed_randomness(ln["pgd_fixed"], ln["robust"][-1], tol, cfg.eps[-1]))
-    if ln["zero_grad"] is not None:
+    if "S" in needs and ln[ATTACK_2X_STEPS] is not None:
+        out.append(checks.more_steps(ln["robust"][-1], ln[ATTACK_2X_STEPS], tol, cfg.eps[-1]))
+    if "E" in needs:
+        out.append(checks.large_eps(ln[ATTACK_LARGE_EPS], cfg.large_eps, cfg.max_large_eps_accuracy))
+    if "R" in needs and ln[ATTACK_FIXED_RANDOMNESS] is not None:
+        out.append(checks.fixed_randomness(ln[ATTACK_FIXED_RANDOMNESS], ln["robust"][-1], tol, cfg.eps[-1]))
+    if "Z" in needs and ln["zero_grad"] is not None:
         out.append(checks.zero_gradients(ln["zero_grad"], cfg.max_zero_gradients))
     return out
 
@@ -108,13 +123,27 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+def _columns(cfg: BenchConfig) -> list[str]:
+    """One line per column of the table, for its legend."""
+    return [
+        "clean: accuracy of the undefended model on the clean images",
+        "defended: accuracy of the defended model on the clean images",
+        (f"ε=E: robust accuracy under the attack {cfg.attack} with L-inf budget E: an example counts when the "
+         "defended model classifies its clean and its adversarial image correctly; adaptive rows attack eps in "
+         "increasing order, each on the examples still robust"),
+        "PSNR (dB), SSIM (1: identical): of the defended clean images against the clean images",
+        "s/img: seconds per image of the row's attacks (the gray-box rows share one attack and show its time)",
+        "checks: the masking checks that failed (ok: none)",
+    ]
+
+
 def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
     """The table (robust accuracy in %, failed check codes beside each number) and its legend."""
     head = ["defense", "threat model", "clean", "defended"] + [f"ε={checks.eps_name(e)}" for e in cfg.eps]
     head += ["PSNR", "SSIM", "s/img", "checks"]
-    out = [f"{cfg.model} on {cfg.data} (n={n}), attack {cfg.attack}, {cfg.steps} steps, {cfg.restarts} restart(s), "
-           f"EOT {cfg.eot_samples}; accuracy in %", "", "| " + " | ".join(head) + " |",
-           "|" + "---|" * len(head)]
+    title = (f"{cfg.model} on {cfg.data} (n={n}), attack {cfg.attack}, {cfg.steps} steps, {cfg.restarts} restart(s), "
+             f"EOT {cfg.eot_samples}; accuracy in %")
+    out = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ln in lines:
         failed = {c["code"] for c in ln["checks"] if not c["passed"]}
         cells = []
@@ -126,8 +155,11 @@ def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
         status = "⚠ " + "".join(sorted(failed)) if failed else "ok"
         out.append("| " + " | ".join([ln["defense"], ln["threat"], _pct(ln["clean"]), _pct(ln["defended"]), *cells,
                                       psnr, ssim, f"{ln['seconds_per_image']:.2f}", status]) + " |")
-    out += ["", "Checks (⚠X: check X failed; gray-box rows are transfer attacks from the undefended model, "
-            "checked through its whitebox row):"]
+    out += ["", "Columns:"] + [f"- {text}" for text in _columns(cfg)]
+    out += ["", "Threat models:"]
+    out += [f"- {t.name}: {t.definition}" for t in dict.fromkeys(threats.get(ln["threat"]) for ln in lines)]
+    out += ["", (f"Checks (⚠X: check X failed; the attack is {cfg.attack}; gray-box rows are transfer attacks from "
+                 "the undefended model, checked through its whitebox row):")]
     out += [f"- {code}: {text}" for code, text in checks.CHECKS.items()]
     failures = [(ln, c) for ln in lines for c in ln["checks"] if not c["passed"]]
     if failures:
@@ -137,7 +169,8 @@ def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
 
 
 def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
-    """Robust accuracy vs eps: one panel per threat model, one line per defense (eps 0: defended clean).
+    """Robust accuracy under the configured attack vs eps: one panel per threat model, one line per
+    defense (eps 0: defended clean).
 
     Each defense keeps its colour in every panel; the undefended model is the dashed line in all of them.
     """
@@ -158,7 +191,7 @@ def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
                         label=ln["defense"])
         ax.set(title=threat, xlabel="eps (/255)", ylim=(-3, 103))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][0].set_ylabel(f"accuracy under {cfg.attack} (%)")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
     fig.legend([handles[d] for d in cfg.defenses if d in handles], [d for d in cfg.defenses if d in handles],
                loc="center right", fontsize=7)

@@ -1,0 +1,178 @@
+""":func:`run_benchmark`: the benchmark's tasks cut into resumable units, shared out over ranks.
+
+The work is cut into **units**, one per (batch of examples, task of :mod:`diffjpeg.eval.tasks`), and
+every unit's per-example records are written atomically to ``OUT/units/`` as soon as it finishes; a
+restarted run with the same configuration skips the units on disk (so a kill loses at most the unit
+in flight), and a run with a changed configuration refuses to mix results unless ``restart`` is set.
+Every unit seeds torch's global RNG from (seed, batch, task), so results depend neither on resuming
+nor on the number of processes. Under ``torchrun`` the batches are shared out across ranks (batch
+``b`` goes to rank ``b mod world_size``) and rank 0 merges everything into ``results.jsonl``,
+``table.md``, ``summary.json`` and ``robust_accuracy.png`` (:mod:`diffjpeg.eval.tables`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..files import atomic_write
+from ..wrappers import predict
+from .config import BenchConfig, Parsed, load_config, validate
+from .tasks import Context, plan_rows, plan_tasks, seed
+
+__all__ = ["USER_ERRORS", "prepare_out", "run_benchmark"]
+
+#: errors that mean "bad configuration or data": one line on the command line, no traceback
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) -> dict:
+    """Run the benchmark described by ``config`` (a :class:`BenchConfig`, a dict of its keys, or a
+    TOML file; ``None``: the embedded default) and return the summary (also written to ``out``).
+
+    Resumable: units already in ``out/units`` are skipped. Under ``torchrun`` each rank takes every
+    ``world_size``-th batch and rank 0 writes the merged report (other ranks return it too).
+
+    Example::
+
+        summary = run_benchmark({"defenses": ["none", "jpeg:q=50"], "n": 4, "out": "runs/small"})
+        summary["rows"][1]["robust"]  # robust accuracy per eps of jpeg:q=50 under gray-box transfer
+    """
+    cfg = _as_config(config)
+    parsed = validate(cfg)
+    rank, world, device, joined = _distributed(torch.device(cfg.device))
+    try:
+        return _run(cfg, parsed, rank, world, device)
+    finally:
+        if joined:  # a process group left alive can abort the interpreter at exit
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _as_config(config: BenchConfig | dict | str | os.PathLike | None) -> BenchConfig:
+    if config is None:
+        return BenchConfig()
+    if isinstance(config, BenchConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return BenchConfig.from_dict(load_config(config))
+    if isinstance(config, dict):
+        return BenchConfig.from_dict(config)
+    raise TypeError(f"config must be a BenchConfig, a dict or a TOML file path, got {type(config).__name__}")
+
+
+def _run(cfg: BenchConfig, parsed: Parsed, rank: int, world: int, device: torch.device) -> dict:
+    from .datasets import load_dataset
+    from .tables import merge, write_report
+    from .zoo import load_model
+
+    loaded = load_model(cfg.model, checkpoint=cfg.checkpoint, download=cfg.download, device=device)
+    data = load_dataset(cfg.data, n=cfg.n, image_size=cfg.image_size or loaded.image_size, download=cfg.download)
+    if data.images.shape[1] != loaded.channels:
+        raise ValueError(f"data {cfg.data!r} has {data.images.shape[1]} channel(s) but model {cfg.model!r} expects "
+                         f"{loaded.channels}")
+    ctx = Context(cfg, parsed, loaded.model, loaded.mean, loaded.std, data.images, data.labels, data.ids, device)
+    if data.labels is None:  # unlabelled photos: the undefended model's own predictions are the labels
+        ctx.labels = predict(ctx.model(), data.images, batch=cfg.batch_size).cpu()
+    rows = plan_rows(parsed, cfg.threat_models, ctx.model())
+    out = Path(cfg.out)
+    _on_all_ranks(lambda: prepare_out(out, cfg), rank, world)
+    tasks = plan_tasks(rows)
+    names = list(tasks)
+    batches = range((len(data.ids) + cfg.batch_size - 1) // cfg.batch_size)
+    todo = [(b, t) for b in batches if b % world == rank for t in names if not _unit_path(out, b, t).is_file()]
+    for b, task in tqdm(todo, desc=f"bench (rank {rank})" if world > 1 else "bench", disable=not cfg.progress,
+                        unit="unit", dynamic_ncols=True):
+        sl = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(data.ids)))
+        start = time.perf_counter()
+        torch.manual_seed(seed(cfg.seed, b, names.index(task)))  # torchattacks' random starts use the global RNG
+        recs = tasks[task](ctx, b, sl)
+        unit = {"batch": b, "task": task, "fingerprint": cfg.fingerprint(), "examples": sl.stop - sl.start,
+                "seconds": time.perf_counter() - start, "records": recs}
+        _write_json(_unit_path(out, b, task), unit)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    summary = _on_all_ranks(lambda: write_report(out, cfg, rows, merge(out, cfg, rows, names, batches)), rank, world)
+    if world > 1:
+        dist.barrier()  # every rank has its summary before any rank tears the group down
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ units
+
+
+def prepare_out(out: Path, cfg: BenchConfig) -> None:
+    """Create ``out``; refuse a folder holding another configuration's results unless ``cfg.restart``."""
+    stored = out / "config.json"
+    if cfg.restart and out.exists():
+        shutil.rmtree(out / "units", ignore_errors=True)
+        stored.unlink(missing_ok=True)
+    (out / "units").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "units").glob(".*.tmp"):  # left by a killed run's write in flight
+        stale.unlink(missing_ok=True)
+    if stored.is_file():
+        old = json.loads(stored.read_text())
+        if old.get("fingerprint") != cfg.fingerprint():
+            new = cfg.identity()
+            changed = sorted(k for k in set(old.get("config", {})) | set(new) if old.get("config", {}).get(k) != new.get(k))
+            raise ValueError(f"{str(out)!r} holds results of a different configuration (changed: {', '.join(changed)}); "
+                             f"pass --restart (restart = true) to discard them, or choose another --out")
+        return
+    _write_json(stored, {"fingerprint": cfg.fingerprint(), "config": cfg.identity()}, indent=1)
+
+
+def _write_json(path: Path, value: Any, indent: int | None = None) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(value, indent=indent)), mode="w")
+
+
+def _unit_path(out: Path, batch: int, task: str) -> Path:
+    return out / "units" / f"b{batch:05d}-{task}.json"
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device, bool]:
+    """``(rank, world_size, device, joined)``; joins the process group when started by torchrun
+    (``joined``: this call created it, so the run must destroy it)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), device, joined
+    return 0, 1, device, joined
+
+
+def _on_all_ranks(fn: Callable[[], Any], rank: int, world: int) -> Any:
+    """Run ``fn`` on rank 0 only; every rank gets its result or raises its error (no rank left waiting)."""
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # noqa: BLE001 -- re-raised on every rank below
+            box[0] = (type(e), str(e))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind != "ok":
+        raise (kind if kind in USER_ERRORS else RuntimeError)(value)
+    return value
