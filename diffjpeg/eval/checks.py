@@ -49,9 +49,8 @@ CHECKS = {
     "G": "adaptive (white-box) accuracy <= gray-box accuracy + tolerance",
     "R": "randomized defense: the attack with fixed randomness is at least as strong (<= accuracy + tolerance)",
     "Z": "share of exactly-zero input-gradient entries <= max_zero_gradients",
-    "B": ("budget: on the examples the attack left robust at the largest eps, the attack at 4x steps and 4x "
-          "restarts flips at most "
-          "floor(tolerance * n) of the n examples (none when n < 100)"),
+    "B": ("budget: at every eps, on the examples the attack left robust, the attack at 4x steps and 4x restarts "
+          "flips at most floor(tolerance * n) of the n examples (none when n < 100)"),
 }
 
 

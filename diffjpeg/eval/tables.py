@@ -73,9 +73,9 @@ def summarize(cfg: BenchConfig, rows: list[Row], merged: dict) -> list[dict]:
     """One dict per row: accuracies (fractions) with their 95 % intervals, quality, time per image,
     and its masking checks.
 
-    ``robust`` and ``fgsm`` hold one accuracy per eps (the configured attack's, FGSM's);
-    ``attack_2x_steps``, ``attack_4x_budget``, ``attack_large_eps`` and ``attack_fixed_randomness``
-    the checks' runs (``None`` where the row has none). Each
+    ``robust``, ``fgsm`` and ``attack_4x_budget`` hold one accuracy per eps (the configured attack's,
+    FGSM's, check B's run); ``attack_2x_steps``, ``attack_large_eps`` and ``attack_fixed_randomness``
+    the other checks' runs (``None`` where the row has none). Each
     accuracy ``key`` has its interval ``[lo, hi]`` under ``key_ci`` (a list per eps for the lists);
     ``examples`` is the number of examples ``n`` behind every accuracy.
     """
@@ -106,11 +106,13 @@ def summarize(cfg: BenchConfig, rows: list[Row], merged: dict) -> list[dict]:
             "defended": fmean(defended_outcomes), "defended_ci": _interval(defended_outcomes),
             "robust": [get(ATTACK, e) for e in cfg.eps], "robust_ci": [ci(ATTACK, e) for e in cfg.eps],
             "fgsm": [get(FGSM, e) for e in cfg.eps], "fgsm_ci": [ci(FGSM, e) for e in cfg.eps],
+            ATTACK_4X_BUDGET: [get(ATTACK_4X_BUDGET, e) for e in cfg.eps],
+            ATTACK_4X_BUDGET + "_ci": [ci(ATTACK_4X_BUDGET, e) for e in cfg.eps],
             "psnr": fmean(r["psnr"] for r in d) if d else None,
             "ssim": fmean(r["ssim"] for r in d if r["ssim"] is not None) if d and d[0]["ssim"] is not None else None,
             "seconds_per_image": merged["seconds"].get(row_task(i, row), 0.0) / max(n, 1),
         }
-        for role, eps in ((ATTACK_2X_STEPS, cfg.eps[-1]), (ATTACK_4X_BUDGET, cfg.eps[-1]), (ATTACK_LARGE_EPS, cfg.large_eps),
+        for role, eps in ((ATTACK_2X_STEPS, cfg.eps[-1]), (ATTACK_LARGE_EPS, cfg.large_eps),
                           (ATTACK_FIXED_RANDOMNESS, cfg.eps[-1])):
             line[role], line[role + "_ci"] = get(role, eps), ci(role, eps)
         zero = [r["zero_grad"] for r in by[row.defense, row.threat, ATTACK, cfg.eps[0]] if "zero_grad" in r]
@@ -130,8 +132,8 @@ def _checks(cfg: BenchConfig, row: Row, ln: dict, gray: dict | None) -> list[che
             out.append(checks.single_step(ln["robust"][k], ln["fgsm"][k], tol, e, attack=name))
         if "G" in needs and gray is not None:
             out.append(checks.white_below_gray(ln["robust"][k], gray["robust"][k], tol, e))
-    if "B" in needs and ln[ATTACK_4X_BUDGET] is not None:
-        out.append(checks.budget(round(ln["robust"][-1] * n), round(ln[ATTACK_4X_BUDGET] * n), n, tol, cfg.eps[-1]))
+        if "B" in needs and ln[ATTACK_4X_BUDGET][k] is not None:
+            out.append(checks.budget(round(ln["robust"][k] * n), round(ln[ATTACK_4X_BUDGET][k] * n), n, tol, e))
     if "S" in needs and ln[ATTACK_2X_STEPS] is not None:
         out.append(checks.more_steps(ln["robust"][-1], ln[ATTACK_2X_STEPS], tol, cfg.eps[-1], n=n))
     if "E" in needs:

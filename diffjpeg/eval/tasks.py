@@ -14,7 +14,7 @@ one resumable unit:
 
 Each record's ``attack`` field names the run by its role, whatever attack the config chose:
 ``attack`` (the configured attack), ``fgsm``, ``attack_2x_steps`` (check S), ``attack_4x_budget`` (4x
-steps and 4x restarts at the largest eps, check B), ``attack_large_eps`` and ``attack_fixed_randomness``.
+steps and 4x restarts at every eps, check B), ``attack_large_eps`` and ``attack_fixed_randomness``.
 
 Every run is an :class:`~diffjpeg.attacks.Ensemble` (the configured attack list or named ensemble,
 each member on the examples still robust, the worst case per example), judged through the real
@@ -288,13 +288,13 @@ def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
         adv, pred = _worst(robust, *attack(robust, eps), adv, pred)
         recs += _records(ctx, sl, row, ATTACK, eps, y, defended, x, adv, pred, **(zero if k == 0 else {}))
         robust = robust & (pred == y)
+        if "B" in threat.checks and iterative:  # the same attack, 4x steps and 4x restarts, on what it left robust
+            stronger = attack(robust, eps, steps=4 * cfg.steps, restarts=4 * cfg.restarts)
+            recs += _records(ctx, sl, row, ATTACK_4X_BUDGET, eps, y, defended, x, *_worst(robust, *stronger, adv, pred))
         if "F" in threat.checks:
             fgsm = attack(defended == y, eps, specs=(_FGSM_SPEC,))
             recs += _records(ctx, sl, row, FGSM, eps, y, defended, x, *_worst(defended == y, *fgsm, x, defended))
     top = cfg.eps[-1]
-    if "B" in threat.checks and iterative:  # the same attack, 4x steps and 4x restarts, on what it left robust
-        stronger = attack(robust, top, steps=4 * cfg.steps, restarts=4 * cfg.restarts)
-        recs += _records(ctx, sl, row, ATTACK_4X_BUDGET, top, y, defended, x, *_worst(robust, *stronger, adv, pred))
     if "S" in threat.checks and iterative:
         more = attack(robust, top, steps=2 * cfg.steps)
         recs += _records(ctx, sl, row, ATTACK_2X_STEPS, top, y, defended, x, *_worst(robust, *more, adv, pred))
