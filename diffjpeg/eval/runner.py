@@ -35,7 +35,9 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) -> dict:
     """Run the benchmark described by ``config`` (a :class:`BenchConfig`, a dict of its keys, or a
-    TOML file; ``None``: the embedded default) and return the summary (also written to ``out``).
+    TOML file; ``None``: the embedded default) and return the summary, also written to
+    ``out/summary.json``: a dict ``{"config", "examples", "eps", "rows"}`` whose ``rows`` hold one
+    dict per table row (accuracies with their ``*_ci`` intervals, quality, time, ``checks``).
 
     Resumable: units already in ``out/units`` are skipped. Under ``torchrun`` each rank takes every
     ``world_size``-th batch and rank 0 writes the merged report (other ranks return it too).

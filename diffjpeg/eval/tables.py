@@ -217,8 +217,9 @@ def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
     (eps 0: defended clean), the undefended model (black) in every panel.
 
     Each defense keeps its colour, marker and line style in every panel (tab10 colours, so no two
-    lines share a light pair); an accuracy whose masking check failed is drawn as a red cross over
-    its marker. The title names the model, data, n, attack and steps.
+    lines share a light pair) and a small sideways offset, so equal numbers do not hide each other;
+    an accuracy whose masking check failed is drawn as a red cross over its marker. The title names
+    the model, data, n, attack and steps.
     """
     import matplotlib
 
@@ -233,20 +234,24 @@ def plot(cfg: BenchConfig, lines: list[dict], path: Path) -> None:
     width = 3.8 * len(threats) + 2.6
     fig, axes = plt.subplots(1, len(threats), figsize=(width, 4.0), squeeze=False, sharey=True)
     xs = [0.0] + [e * 255 for e in cfg.eps]  # in 1/255 units
+    order = {d: i for i, d in enumerate(cfg.defenses)}
+    dodge = 0.012 * xs[-1]  # lines with equal numbers are shifted sideways instead of hiding each other
     flagged_any = False
     for ax, threat in zip(axes[0], threats):
         for ln in lines:
             if ln["threat"] not in (threat, "whitebox"):
                 continue
+            shift = dodge * (order[ln["defense"]] - (len(order) - 1) / 2)
+            xd = [x + shift for x in xs]
             ys = [ln["defended"]] + ln["robust"]
             cis = [ln["defended_ci"]] + ln["robust_ci"]
             lo = [100 * (y - c[0]) for y, c in zip(ys, cis)]
             hi = [100 * (c[1] - y) for y, c in zip(ys, cis)]
-            ax.errorbar(xs, [100 * y for y in ys], yerr=[lo, hi], capsize=2, ms=4, lw=1.3, elinewidth=0.8,
+            ax.errorbar(xd, [100 * y for y in ys], yerr=[lo, hi], capsize=2, ms=4, lw=1.3, elinewidth=0.8,
                         alpha=0.9, label=ln["defense"], **look[ln["defense"]])
             for k, e in enumerate(cfg.eps):  # a failed check about this eps or the whole row
                 if any(not c["passed"] and c["eps"] in (e, None) for c in ln["checks"]):
-                    ax.plot(xs[k + 1], 100 * ln["robust"][k], marker="x", ms=10, mew=2, color="red", zorder=5)
+                    ax.plot(xd[k + 1], 100 * ln["robust"][k], marker="x", ms=10, mew=2, color="red", zorder=5)
                     flagged_any = True
         ax.set(title=threat, xlabel="eps (/255)", ylim=(-3, 103))
         ax.grid(alpha=0.3)
