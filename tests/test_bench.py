@@ -47,7 +47,8 @@ def checkpoint(tmp_path_factory) -> str:
 def small_config(checkpoint: str, out: Path, **changes) -> dict:
     cfg = {"model": "small_cnn", "checkpoint": checkpoint, "data": "foolbox:cifar10", "n": 8, "batch_size": 4,
            "defenses": ["none", "jpeg:q=50", "random_jpeg:q=(40, 90)", "median:kernel=3"],
-           "threat_models": ["graybox", "bpda", "surrogate", "bpda_eot"], "eps": [4 / 255, 32 / 255], "steps": 3,
+           # 10 steps: the ensemble has converged on the undefended model (checks S and B allow no flip at n = 8)
+           "threat_models": ["graybox", "bpda", "surrogate", "bpda_eot"], "eps": [4 / 255, 32 / 255], "steps": 10,
            "eot_samples": 2, "large_eps": 64 / 255, "out": str(out), "progress": False}
     cfg.update(changes)
     return cfg
