@@ -11,6 +11,7 @@ nor on the number of processes. Under ``torchrun`` the batches are shared out ac
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -71,8 +72,26 @@ def _as_config(config: BenchConfig | dict | str | os.PathLike | None) -> BenchCo
     raise TypeError(f"config must be a BenchConfig, a dict or a TOML file path, got {type(config).__name__}")
 
 
+def return_freed_memory() -> None:
+    """With glibc, serve every allocation of 1 MiB or more by ``mmap``, so a freed tensor goes back to
+    the system at once (elsewhere: nothing).
+
+    glibc raises its mmap threshold whenever a large block is freed (up to 32 MiB), after which the
+    activations of every gradient pass come from the heap, which fragments as the attacked batches
+    change size: the default run's resident memory grew past 5 GB this way while no single pass
+    holds more than about 1.5 GB (measured; BENCHMARKS.md). Fixing the threshold (``M_MMAP_THRESHOLD``,
+    the same as ``MALLOC_MMAP_THRESHOLD_=1048576``) also turns that adjustment off.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3 in malloc.h
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _run(cfg: BenchConfig, parsed: Parsed, rank: int, world: int, device: torch.device) -> dict:
     from .datasets import load_dataset
+
+    return_freed_memory()
     from .tables import merge, write_report
     from .zoo import load_model
 
