@@ -14,7 +14,7 @@ from diffjpeg.eval.config import attack_name, validate
 from diffjpeg.eval.stats import proportion_interval
 
 
-def _whitebox(checkpoint: str, out, steps: int) -> tuple[dict, dict]:
+def _whitebox(checkpoint: str, out, steps: int) -> tuple[dict, dict]:  # noqa: F811
     """The undefended small CNN under the default ensemble at eps 16/255 with ``steps`` steps: its row and check B."""
     cfg = small_config(checkpoint, out, n=8, batch_size=8, defenses=["none"], threat_models=["graybox"],
                        eps=[16 / 255], steps=steps)

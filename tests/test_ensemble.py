@@ -15,11 +15,12 @@ from torch import nn
 
 pytest.importorskip("torchattacks")
 
-from conftest import MEAN, STD, make_gratings  # noqa: E402
-from diffjpeg.attacks import Ensemble, build  # noqa: E402
-from diffjpeg.attacks.ensemble import from_specs, judge  # noqa: E402
-from diffjpeg.eval import checks  # noqa: E402
-from diffjpeg.wrappers import DefendedModel  # noqa: E402
+from conftest import MEAN, STD, make_gratings
+
+from diffjpeg.attacks import Ensemble, build
+from diffjpeg.attacks.ensemble import from_specs, judge
+from diffjpeg.eval import checks
+from diffjpeg.wrappers import DefendedModel
 
 EPS = 0.06
 

@@ -40,8 +40,8 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +49,16 @@ from torch import Tensor, nn
 from ..arguments import check_int, check_real
 from ..wrappers import predict
 
-__all__ = ["Ensemble", "EnsembleResult", "judge", "check_linf", "standard", "autoattack", "from_specs",
-           "AUTOATTACK_VERSIONS"]
+__all__ = [
+    "AUTOATTACK_VERSIONS",
+    "Ensemble",
+    "EnsembleResult",
+    "autoattack",
+    "check_linf",
+    "from_specs",
+    "judge",
+    "standard",
+]
 
 AUTOATTACK_VERSIONS = ("standard", "rand", "plus", "custom")
 _AUTOATTACK_MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
