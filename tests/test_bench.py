@@ -47,7 +47,8 @@ def checkpoint(tmp_path_factory) -> str:
 def small_config(checkpoint: str, out: Path, **changes) -> dict:
     cfg = {"model": "small_cnn", "checkpoint": checkpoint, "data": "foolbox:cifar10", "n": 8, "batch_size": 4,
            "defenses": ["none", "jpeg:q=50", "random_jpeg:q=(40, 90)", "median:kernel=3"],
-           "threat_models": ["graybox", "bpda", "surrogate", "bpda_eot"], "eps": [4 / 255, 32 / 255], "steps": 3,
+           # 10 steps: the ensemble has converged on the undefended model (checks S and B allow no flip at n = 8)
+           "threat_models": ["graybox", "bpda", "surrogate", "bpda_eot"], "eps": [4 / 255, 32 / 255], "steps": 10,
            "eot_samples": 2, "large_eps": 64 / 255, "out": str(out), "progress": False}
     cfg.update(changes)
     return cfg
@@ -75,7 +76,7 @@ def test_outputs(reference):
     recs = records(out)
     attacks = [r for r in recs if "attack" in r]
     assert {r["attack"] for r in attacks} == {"attack", "fgsm", "attack_2x_steps", "attack_large_eps",
-                                              "attack_fixed_randomness"}
+                                              "attack_fixed_randomness", "attack_4x_budget"}
     for r in attacks:
         assert set(r) >= {"id", "label", "clean", "defended", "adversarial", "robust", "linf", "l2", "eps"}
         assert r["linf"] <= r["eps"] + 1e-5
@@ -199,14 +200,16 @@ def test_toml_config_and_flags(tmp_path):
         config_from_args(parser().parse_args(["--config", str(path)]))
 
 
-def test_default_plan_has_one_adaptive_row_per_defense():
+def test_default_plan_has_one_adaptive_row_per_defense_and_bpda_surrogate_for_jpeg():
     cfg = BenchConfig()
+    assert cfg.attack == ["standard"] and "bit_depth:levels=16" in cfg.defenses  # the field's bit-depth reduction
     rows = plan_rows(validate(cfg), cfg.threat_models)
-    adaptive = {r.defense: r.threat for r in rows if r.threat != "graybox"}
-    assert adaptive == {"none": "whitebox", "jpeg:q=75": "bpda", "jpeg:q=50": "bpda", "jpeg:q=20": "bpda",
-                        "diffjpeg:q=75": "surrogate", "fd": "surrogate", "bit_depth:bits=4": "bpda",
-                        "median:kernel=3": "surrogate", DEFAULT_DEFENSES[-2]: "bpda_eot",
-                        DEFAULT_DEFENSES[-1]: "bpda_eot"}
+    adaptive = [(r.defense, r.threat) for r in rows if r.threat not in ("graybox", "bpda_surrogate")]
+    assert adaptive == [("none", "whitebox"), ("jpeg:q=75", "bpda"), ("jpeg:q=50", "bpda"), ("jpeg:q=20", "bpda"),
+                        ("diffjpeg:q=75", "surrogate"), ("fd", "surrogate"), ("bit_depth:levels=16", "bpda"),
+                        ("median:kernel=3", "surrogate"), (DEFAULT_DEFENSES[-2], "bpda_eot"),
+                        (DEFAULT_DEFENSES[-1], "bpda_eot")]
+    assert [r.defense for r in rows if r.threat == "bpda_surrogate"] == ["jpeg:q=75", "jpeg:q=50", "jpeg:q=20"]
     assert sum(r.threat == "graybox" for r in rows) == len(DEFAULT_DEFENSES) - 1
 
 
@@ -246,11 +249,11 @@ def test_every_row_of_the_full_grid_builds_and_differentiates():
 
 
 def test_budget_check_rejects_examples_outside_the_ball():
-    from diffjpeg.eval.tasks import check_budget
+    from diffjpeg.attacks.ensemble import check_linf
 
     x = torch.full((2, 3, 4, 4), 0.5)
-    check_budget(x + 8 / 255, x, 8 / 255, "pgd")
+    check_linf(x + 8 / 255, x, 8 / 255, "pgd")
     with pytest.raises(ValueError, match="left the L-inf ball of eps=0.0313725"):
-        check_budget(x + 9 / 255, x, 8 / 255, "pgd")
+        check_linf(x + 9 / 255, x, 8 / 255, "pgd")
     with pytest.raises(ValueError, match=r"or \[0, 1\]"):
-        check_budget(x * 2.1, x, 1.0, "pgd")
+        check_linf(x * 2.1, x, 1.0, "pgd")

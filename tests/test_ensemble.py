@@ -15,11 +15,12 @@ from torch import nn
 
 pytest.importorskip("torchattacks")
 
-from conftest import MEAN, STD, make_gratings  # noqa: E402
-from diffjpeg.attacks import Ensemble, build  # noqa: E402
-from diffjpeg.attacks.ensemble import from_specs, judge  # noqa: E402
-from diffjpeg.eval import checks  # noqa: E402
-from diffjpeg.wrappers import DefendedModel  # noqa: E402
+from conftest import MEAN, STD, make_gratings
+
+from diffjpeg.attacks import Ensemble, build
+from diffjpeg.attacks.ensemble import from_specs, judge
+from diffjpeg.eval import checks
+from diffjpeg.wrappers import DefendedModel
 
 EPS = 0.06
 
@@ -76,6 +77,7 @@ def test_survivors_only_scheduling_attacks_nothing_already_broken():
     active = torch.tensor([True, False] * 4)
     out = Ensemble([("d", d)], EPS, evaluate=Threshold()).run(x, y, active=active)
     assert d.seen == [[0, 2, 4, 6]] and out.robust.tolist() == active.tolist()
+    assert out.predictions.tolist() == [0, -1] * 4  # not attacked: not judged
     # a member that breaks everything leaves nothing to the next one, which is then not called
     e, f = Shift(0.055), Shift(0.01)
     Ensemble([("e", e), ("f", f)], EPS, evaluate=Threshold()).run(x[:4], y[:4])
@@ -192,6 +194,8 @@ def test_from_specs_lists_members_and_expands_named_ensembles(model):
     ens = from_specs(["fgsm", "standard:targets=3", "square:n_queries=5"], model, 8 / 255, steps=2)
     assert ens.names == ["fgsm", "apgd-ce", "apgd-t", "square:n_queries=5"]
     assert ens.members[1][1].steps == 2
+    twice = from_specs(["fgsm", "apgd:loss=ce"], model, 8 / 255, restarts=2)  # repeated, or n_restarts where it has one
+    assert twice.names == ["fgsm", "fgsm", "apgd:loss=ce"] and twice.members[2][1].n_restarts == 2
     with pytest.raises(ValueError, match="no eps parameter"):
         from_specs(["deepfool"], model, 8 / 255)
 

@@ -107,11 +107,12 @@ def test_bpda_smooth_runs_in_the_benchmark(checkpoint, tmp_path):  # noqa: F811
     rows = [(r["defense"], r["threat"]) for r in summary["rows"]]
     assert rows == [("none", "whitebox"), ("jpeg:q=50", "bpda_smooth")]
     row = summary["rows"][1]
-    assert {c["code"] for c in row["checks"]} == {"F", "S", "E", "Z"}
+    assert {c["code"] for c in row["checks"]} == {"F", "S", "E", "Z", "B"}
     assert row["attack_2x_steps"] is not None and row["attack_large_eps"] is not None
     smooth = [r for r in records(out) if r.get("threat") == "bpda_smooth"]
-    assert {r["attack"] for r in smooth} == {"attack", "fgsm", "attack_2x_steps", "attack_large_eps"}
-    assert all(r["linf"] <= r["eps"] + 1e-5 for r in smooth) and len(smooth) == 4 * 4
+    roles = {"attack", "fgsm", "attack_2x_steps", "attack_large_eps", "attack_4x_budget"}
+    assert {r["attack"] for r in smooth} == roles
+    assert all(r["linf"] <= r["eps"] + 1e-5 for r in smooth) and len(smooth) == 4 * 5
     table = (out / "table.md").read_text()
     assert f"- bpda_smooth: {threats.get('bpda_smooth').definition}" in table
     assert "| jpeg:q=50 | bpda_smooth |" in table

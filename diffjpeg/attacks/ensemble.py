@@ -40,8 +40,8 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +49,16 @@ from torch import Tensor, nn
 from ..arguments import check_int, check_real
 from ..wrappers import predict
 
-__all__ = ["Ensemble", "EnsembleResult", "judge", "check_linf", "standard", "autoattack", "from_specs",
-           "AUTOATTACK_VERSIONS"]
+__all__ = [
+    "AUTOATTACK_VERSIONS",
+    "Ensemble",
+    "EnsembleResult",
+    "autoattack",
+    "check_linf",
+    "from_specs",
+    "judge",
+    "standard",
+]
 
 AUTOATTACK_VERSIONS = ("standard", "rand", "plus", "custom")
 _AUTOATTACK_MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -162,21 +170,23 @@ class Ensemble:
         """Attack ``images`` ``(B, C, H, W)`` in [0, 1] with true ``labels`` ``(B,)``.
 
         ``active``: ``(B,)`` bool, the examples to attack (e.g. those still robust at a smaller eps);
-        the others are reported as not robust and keep their clean image. ``None``: the examples
-        ``evaluate`` classifies correctly on all ``draws`` calls.
+        the others are reported as not robust, keep their clean image and get the prediction ``-1``
+        (not judged). ``None``: the examples ``evaluate`` classifies correctly on all ``draws`` calls
+        (the others keep their clean image and its wrong prediction).
         """
         images, labels = images.detach(), labels.detach()
         if images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"Ensemble.run: images must be (B, C, H, W) and labels (B,), got "
                              f"{tuple(images.shape)} and {tuple(labels.shape)}")
-        clean_robust, clean_pred = judge(self.evaluate, images, labels, self.draws)
         if active is None:
-            active = clean_robust
-        elif not (isinstance(active, Tensor) and active.dtype == torch.bool and active.shape == labels.shape):
+            active, pred = judge(self.evaluate, images, labels, self.draws)
+        elif isinstance(active, Tensor) and active.dtype == torch.bool and active.shape == labels.shape:
+            pred = torch.where(active.to(labels.device), labels, torch.full_like(labels, -1))
+        else:
             raise ValueError(f"Ensemble.run: active must be a bool tensor of shape {tuple(labels.shape)}, "
                              f"got {active!r}")
         robust = active.to(labels.device).clone()
-        adv, pred = images.clone(), torch.where(robust, labels, clean_pred)
+        adv = images.clone()
         broken_by = torch.full_like(labels, -1)
         attacked = torch.zeros_like(labels)
         remaining = {}
@@ -324,26 +334,44 @@ def autoattack(model: nn.Module, eps: float = 8 / 255, version: str = "standard"
                     batch_size=batch_size)
 
 
-def from_specs(specs: Sequence[str], model: nn.Module, eps: float, evaluate: nn.Module | None = None,
-               draws: int = 1, batch_size: int | None = None, **shared) -> Ensemble:
+def from_specs(specs: Sequence, model: nn.Module, eps: float, evaluate: nn.Module | None = None,
+               draws: int = 1, batch_size: int | None = None, restarts: int = 1, **shared) -> Ensemble:
     """An :class:`Ensemble` of registry attacks, e.g. ``["apgd:loss=ce", "apgdt:n_classes=10", "square"]``.
 
-    Each spec is built with :func:`diffjpeg.attacks.build` on ``model`` at ``eps``; keyword ``shared``
-    values (e.g. ``steps=20``) go to every member that has that parameter and does not set it itself.
-    A spec naming an ensemble (``standard``, ``autoattack``) contributes all its members.
+    Args:
+        specs: attack specs, as strings or parsed (objects with ``text``, ``name`` and ``kwargs``,
+            such as the benchmark's ``Spec``); each is built with :func:`diffjpeg.attacks.build` on
+            ``model`` at ``eps``. A spec naming an ensemble (``standard``, ``autoattack``) contributes
+            all its members.
+        restarts: runs of each member, each on the examples still robust: passed as ``restarts``
+            or ``n_restarts`` to a member that has such a parameter, otherwise the member is
+            listed ``restarts`` times.
+        shared: values (e.g. ``steps=20``) for every member that has that parameter and does not
+            set it itself.
+        evaluate, draws, batch_size: see :class:`Ensemble`.
     """
     from ..spec import parse_spec
     from .registry import ATTACKS, build
 
     if isinstance(specs, str) or not specs:
         raise ValueError(f"specs must be a non-empty list of attack specs, got {specs!r}")
+    restarts = check_int(restarts, "restarts", 1)
     members = []
     for spec in specs:
-        name, given = parse_spec(spec, "attack spec")
+        if isinstance(spec, str):
+            text, (name, given) = spec, parse_spec(spec, "attack spec")
+        else:
+            text, name, given = spec.text, spec.name, dict(spec.kwargs)
         params = ATTACKS.parameters(name)
-        extra = {k: v for k, v in shared.items() if k in params and k not in given}
         if "eps" not in params:
             raise ValueError(f"attack {name!r} has no eps parameter; an ensemble needs L-inf attacks with a budget eps")
-        attack = build(spec, model, eps=eps, **extra)
-        members += attack.members if isinstance(attack, Ensemble) else [(spec, attack)]
+        extra = {k: v for k, v in shared.items() if k in params and k not in given}
+        runs = next((k for k in ("restarts", "n_restarts") if k in params), None)
+        if runs is not None and runs not in given:
+            extra[runs] = restarts
+        attack = build(name, model, **{**given, **extra, "eps": eps})
+        if isinstance(attack, Ensemble):
+            members += attack.members
+        else:
+            members += [(text, attack)] * (1 if runs is not None else restarts)
     return Ensemble(members, eps, evaluate=evaluate, draws=draws, model=model, batch_size=batch_size)

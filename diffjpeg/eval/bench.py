@@ -53,13 +53,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--defenses", nargs="+", metavar="SPEC", help="defense specs, none for no defense "
                    f"(default: {' '.join(d.defenses)})")
     p.add_argument("--threat-models", nargs="+", metavar="NAME", help=_threat_help())
-    p.add_argument("--attack", help=f"attack spec without eps, e.g. pgd, apgd:loss=ce, mifgsm:decay=1.0 "
-                   f"(default: {d.attack})")
+    p.add_argument("--attack", nargs="+", metavar="SPEC", help="attack spec(s) without eps: a named ensemble "
+                   "(standard: APGD-CE then targeted APGD-DLR, square=true adds Square; autoattack[:version="
+                   "standard|rand|plus|custom]: AutoAttack itself), one attack (pgd, apgd:loss=ce), or several run "
+                   "as an ensemble, each on the examples still robust, worst case per example "
+                   f"(default: {' '.join(d.attack)})")
     p.add_argument("--eps", nargs="+", metavar="EPS", help=f"L-inf budgets, increasing (default: {_eps_list(d.eps)})")
-    p.add_argument("--steps", type=int, help=f"iterations of the attack, step size 2.5 eps / steps "
+    p.add_argument("--steps", type=int, help=f"iterations of each attack (APGD: its steps; PGD: step size 2.5 eps / steps) "
                    f"(default: {d.steps})")
-    p.add_argument("--restarts", type=int, help=f"runs of the attack per eps, each on the examples still robust "
-                   f"(default: {d.restarts})")
+    p.add_argument("--restarts", type=int, help=f"restarts of each attack per eps, each on the examples still "
+                   f"robust (default: {d.restarts}); check B reruns with 4x steps and 4x restarts")
     p.add_argument("--eot-samples", type=int, help=f"draws of a randomized defense per gradient in bpda_eot "
                    f"(default: {d.eot_samples})")
     p.add_argument("--large-eps", help=f"eps of the 'accuracy reaches ~0' check E (default: {eps_name(d.large_eps)})")

@@ -30,13 +30,14 @@ __all__ = [
     "BenchConfig",
     "Parsed",
     "Spec",
+    "attack_name",
     "load_config",
     "validate",
 ]
 
 #: the defense spec of the undefended model (its one row is the ``whitebox`` threat model)
 NO_DEFENSE = "none"
-DEFAULT_DEFENSES = ("none", "jpeg:q=75", "jpeg:q=50", "jpeg:q=20", "diffjpeg:q=75", "fd", "bit_depth:bits=4",
+DEFAULT_DEFENSES = ("none", "jpeg:q=75", "jpeg:q=50", "jpeg:q=20", "diffjpeg:q=75", "fd", "bit_depth:levels=16",
                     "median:kernel=3", "tvm:p=0.5,max_iter=20", "random_jpeg:q=(50, 90)")
 FULL_DEFENSES = DEFAULT_DEFENSES[:-2] + ("median:kernel=5", "tvm:p=0.5", "random_jpeg:q=(50, 90)", "kmeans:k=8")
 
@@ -84,10 +85,11 @@ class Spec:
 
 @dataclass(frozen=True)
 class Parsed:
-    """What :func:`validate` hands on: the config's defense specs (in order) and its attack spec, parsed."""
+    """What :func:`validate` hands on: the config's defense specs (in order) and its attack specs, parsed
+    (one attack, a named ensemble such as ``standard``, or a list run as an ensemble)."""
 
     defenses: tuple[Spec, ...]
-    attack: Spec
+    attacks: tuple[Spec, ...]
 
 
 @dataclass
@@ -101,8 +103,8 @@ class BenchConfig:
     image_size: int | None = None
     batch_size: int = 20
     defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
-    threat_models: list[str] = field(default_factory=lambda: ["graybox", "adaptive"])
-    attack: str = "pgd"
+    threat_models: list[str] = field(default_factory=lambda: ["graybox", "adaptive", "bpda_surrogate"])
+    attack: list[str] = field(default_factory=lambda: ["standard"])
     eps: list[float] = field(default_factory=lambda: [2 / 255, 8 / 255])
     steps: int = 5
     restarts: int = 1
@@ -136,7 +138,7 @@ class BenchConfig:
             merged["eps"] = [parse_value(e) if isinstance(e, str) else e for e in merged["eps"]]
         if isinstance(merged.get("large_eps"), str):
             merged["large_eps"] = parse_value(merged["large_eps"])
-        for key in ("defenses", "threat_models"):
+        for key in ("defenses", "threat_models", "attack"):
             if isinstance(merged.get(key), str):
                 merged[key] = [merged[key]]
         return cls(**merged)
@@ -191,14 +193,24 @@ def validate(cfg: BenchConfig) -> Parsed:
     if not cfg.defenses or len(set(cfg.defenses)) != len(cfg.defenses):
         raise ValueError(f"defenses must be a non-empty list without repeats, got {cfg.defenses!r}")
     defenses = tuple(_defense_spec(text) for text in cfg.defenses)
-    attack = Spec.parse(cfg.attack, "attack spec")
-    params = ATTACKS.parameters(attack.name)
-    if "eps" not in params:
-        raise ValueError(f"attack {attack.name!r} has no eps parameter; the benchmark needs an L-inf attack with a "
-                         f"budget eps (e.g. pgd, apgd, bim, mifgsm, fgsm)")
-    if "eps" in attack.kwargs:
-        raise ValueError(f"attack spec {cfg.attack!r} sets eps; give the eps grid with the eps key instead")
-    return Parsed(defenses, attack)
+    texts = [cfg.attack] if isinstance(cfg.attack, str) else cfg.attack
+    if not isinstance(texts, list) or not texts:
+        raise ValueError(f"attack must be an attack spec or a non-empty list of them (run as an ensemble), e.g. "
+                         f"'standard' or ['apgd:loss=ce', 'square'], got {cfg.attack!r}")
+    attacks = tuple(Spec.parse(text, "attack spec") for text in texts)
+    for attack in attacks:
+        params = ATTACKS.parameters(attack.name)
+        if "eps" not in params:
+            raise ValueError(f"attack {attack.name!r} has no eps parameter; the benchmark needs L-inf attacks with a "
+                             f"budget eps (e.g. standard, autoattack, apgd, pgd, square, fgsm)")
+        if "eps" in attack.kwargs:
+            raise ValueError(f"attack spec {attack.text!r} sets eps; give the eps grid with the eps key instead")
+    return Parsed(defenses, attacks)
+
+
+def attack_name(cfg: BenchConfig) -> str:
+    """The configured attack as tables and plots name it: ``standard`` or ``apgd:loss=ce + square``."""
+    return cfg.attack if isinstance(cfg.attack, str) else " + ".join(cfg.attack)
 
 
 def _defense_spec(text: str) -> Spec:

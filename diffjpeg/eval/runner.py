@@ -11,6 +11,7 @@ nor on the number of processes. Under ``torchrun`` the batches are shared out ac
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -35,7 +36,9 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) -> dict:
     """Run the benchmark described by ``config`` (a :class:`BenchConfig`, a dict of its keys, or a
-    TOML file; ``None``: the embedded default) and return the summary (also written to ``out``).
+    TOML file; ``None``: the embedded default) and return the summary, also written to
+    ``out/summary.json``: a dict ``{"config", "examples", "eps", "rows"}`` whose ``rows`` hold one
+    dict per table row (accuracies with their ``*_ci`` intervals, quality, time, ``checks``).
 
     Resumable: units already in ``out/units`` are skipped. Under ``torchrun`` each rank takes every
     ``world_size``-th batch and rank 0 writes the merged report (other ranks return it too).
@@ -69,6 +72,19 @@ def _as_config(config: BenchConfig | dict | str | os.PathLike | None) -> BenchCo
     raise TypeError(f"config must be a BenchConfig, a dict or a TOML file path, got {type(config).__name__}")
 
 
+def return_freed_memory() -> None:
+    """With glibc, hand the heap's free pages back to the system (``malloc_trim``; elsewhere: nothing).
+
+    Called after every unit: the activations of a unit's gradient passes are freed at its end, but
+    glibc keeps the freed heap, which fragments as the attacked batches change size, so the resident
+    memory of a long run grows past what any one unit needs (BENCHMARKS.md, "Peak memory").
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _run(cfg: BenchConfig, parsed: Parsed, rank: int, world: int, device: torch.device) -> dict:
     from .datasets import load_dataset
     from .tables import merge, write_report
@@ -98,6 +114,7 @@ def _run(cfg: BenchConfig, parsed: Parsed, rank: int, world: int, device: torch.
         unit = {"batch": b, "task": task, "fingerprint": cfg.fingerprint(), "examples": sl.stop - sl.start,
                 "seconds": time.perf_counter() - start, "records": recs}
         _write_json(_unit_path(out, b, task), unit)
+        return_freed_memory()
     if world > 1:
         import torch.distributed as dist
 

@@ -16,12 +16,12 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..arguments import check_int, check_real
 
-__all__ = ["proportion_interval", "paired_test", "PairedTest"]
+__all__ = ["PairedTest", "paired_test", "proportion_interval"]
 
 
 def proportion_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

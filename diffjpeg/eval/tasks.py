@@ -13,8 +13,14 @@ one resumable unit:
   every larger one), then the runs the row's masking checks need.
 
 Each record's ``attack`` field names the run by its role, whatever attack the config chose:
-``attack`` (the configured attack), ``fgsm``, ``attack_2x_steps``, ``attack_large_eps`` and
-``attack_fixed_randomness``.
+``attack`` (the configured attack), ``fgsm``, ``attack_2x_steps`` (check S), ``attack_4x_budget`` (4x
+steps and 4x restarts at every eps, check B), ``attack_large_eps`` and ``attack_fixed_randomness``.
+
+Every run is an :class:`~diffjpeg.attacks.Ensemble` (the configured attack list or named ensemble,
+each member on the examples still robust, the worst case per example), judged through the real
+defense: a randomized defense ``eot_samples`` times per adversarial example, robust only if correct on
+all draws. A gradient pass holds at most ``batch_size`` images: an EOT graph of ``n`` draws is attacked
+``batch_size // n`` examples at a time.
 """
 from __future__ import annotations
 
@@ -28,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..attacks.ensemble import Ensemble, from_specs, judge
 from ..attacks.registry import ATTACKS
-from ..attacks.registry import build as build_attack
 from ..defenses.registry import DEFENSES
 from ..metrics import psnr, ssim
-from ..wrappers import DefendedModel, predict
+from ..wrappers import EOT, DefendedModel, predict
 from . import threats
 from .config import NO_DEFENSE, BenchConfig, Parsed, Spec
 from .threats import ThreatModel
@@ -40,24 +46,22 @@ from .threats import ThreatModel
 __all__ = [
     "ATTACK",
     "ATTACK_2X_STEPS",
+    "ATTACK_4X_BUDGET",
     "ATTACK_FIXED_RANDOMNESS",
     "ATTACK_LARGE_EPS",
     "FGSM",
     "Context",
     "Row",
-    "attack_survivors",
-    "check_budget",
     "plan_rows",
     "plan_tasks",
     "row_task",
 ]
 
-# the roles of a record's ``attack`` field
-ATTACK = "attack"  # the configured attack at each eps
-FGSM = "fgsm"  # one FGSM step at each eps (check F)
-ATTACK_2X_STEPS = "attack_2x_steps"  # the attack with twice the steps at the largest eps (check S)
-ATTACK_LARGE_EPS = "attack_large_eps"  # the attack at large_eps (check E)
-ATTACK_FIXED_RANDOMNESS = "attack_fixed_randomness"  # on the defense with its draws frozen (check R)
+#: roles of a record's ``attack`` field
+ATTACK, FGSM = "attack", "fgsm"
+ATTACK_2X_STEPS, ATTACK_LARGE_EPS, ATTACK_FIXED_RANDOMNESS = "attack_2x_steps", "attack_large_eps", \
+    "attack_fixed_randomness"
+ATTACK_4X_BUDGET = "attack_4x_budget"
 _FGSM_SPEC = Spec("fgsm", "fgsm")
 
 
@@ -137,17 +141,20 @@ class Context:
         g = torch.Generator(self.device).manual_seed(seed(self.cfg.seed, batch, 1000 + index))
         return build_defense(spec, g, self.model()).to(self.device)
 
-    def attack(self, model: nn.Module, eps: float, steps: int | None = None, spec: Spec | None = None):
-        """The configured attack (or ``spec``) on ``model`` at ``eps``, with the step size 2.5 eps / steps."""
-        spec = spec or self.parsed.attack
-        params = ATTACKS.parameters(spec.name)
-        steps = steps or self.cfg.steps
-        extra: dict[str, Any] = {"eps": eps}
-        if "steps" in params and "steps" not in spec.kwargs:
-            extra["steps"] = steps
-        if "alpha" in params and "alpha" not in spec.kwargs:
-            extra["alpha"] = 2.5 * eps / steps
-        return spec.build(build_attack, model, **extra)
+    def draws(self, defense: nn.Module | None) -> int:
+        """Judgements per adversarial example: ``eot_samples`` for a randomized defense, else 1."""
+        return self.cfg.eot_samples if defense is not None and defense.randomized else 1
+
+    def attack(self, model: nn.Module, evaluate: nn.Module, eps: float, draws: int = 1, per_call: int | None = None,
+               steps: int | None = None, restarts: int | None = None,
+               specs: tuple[Spec, ...] | None = None) -> Ensemble:
+        """The configured attack (or ``specs``) on ``model`` at ``eps`` as an :class:`Ensemble` judged by
+        ``evaluate`` (``draws`` calls per example), ``per_call`` examples per attack call; ``steps`` and
+        ``restarts`` default to the config's, PGD-style step sizes are 2.5 eps / steps."""
+        steps, restarts = steps or self.cfg.steps, restarts or self.cfg.restarts
+        return from_specs(specs or self.parsed.attacks, model, eps, evaluate=evaluate, draws=draws,
+                          batch_size=per_call, restarts=restarts, steps=steps, alpha=2.5 * eps / steps,
+                          seed=self.cfg.seed)
 
 
 def seed(*parts: int) -> int:
@@ -171,42 +178,22 @@ def _norms(adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return d.abs().amax(1), d.norm(dim=1)
 
 
-def check_budget(adv: Tensor, x: Tensor, eps: float, attack: str) -> None:
-    """Raise a ``ValueError`` naming ``attack`` unless ``adv`` is in [0, 1] and the L-inf ball of ``eps``
-    around ``x``."""
-    linf, _ = _norms(adv, x)
-    if (linf > eps + 1e-5).any() or adv.min() < 0 or adv.max() > 1:
-        raise ValueError(f"attack {attack!r} left the L-inf ball of eps={eps:g} or [0, 1] (max |delta| "
-                         f"{float(linf.max()):g}); the benchmark's threat model is L-inf")
+def per_call(ctx: Context, graph: nn.Module | None) -> int:
+    """Examples per attack call so that a gradient pass holds at most ``batch_size`` images
+    (an EOT graph evaluates ``n`` draws of every example in one pass)."""
+    n = graph.n if isinstance(graph, EOT) else 1
+    return max(1, ctx.cfg.batch_size // n)
 
 
-def _run(ctx: Context, model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int | None = None,
-         spec: Spec | None = None) -> Tensor:
-    """One run of the configured attack (or ``spec``) on ``model``: the adversarial images, checked."""
-    adv = ctx.attack(model, eps, steps, spec)(x, y).detach()
-    check_budget(adv, x, eps, (spec or ctx.parsed.attack).text)
-    return adv
+def run(ctx: Context, attacked: nn.Module, evaluate: nn.Module, x: Tensor, y: Tensor, active: Tensor, eps: float,
+        draws: int = 1, per_call: int | None = None, **options: Any) -> tuple[Tensor, Tensor]:
+    """The configured attack (``options``: see :meth:`Context.attack`) on the ``active`` examples.
 
-
-def attack_survivors(ctx: Context, attacked: nn.Module, evaluate: nn.Module, x: Tensor, y: Tensor, active: Tensor,
-                     eps: float, steps: int | None = None) -> tuple[Tensor, Tensor]:
-    """The configured attack on ``attacked`` at ``eps``, on the ``active`` examples (``restarts`` times,
-    each on those still robust when judged by ``evaluate``).
-
-    Returns the adversarial images (clean where not attacked) and ``evaluate``'s labels of them
-    (-1 where not attacked).
+    Returns the adversarial images (clean where not attacked) and ``evaluate``'s labels of them under
+    the all-draws rule (-1 where not attacked).
     """
-    adv, pred = x.clone(), torch.full_like(y, -1)
-    active = active.clone()
-    for _ in range(ctx.cfg.restarts):
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
-            break
-        a = _run(ctx, attacked, x[idx], y[idx], eps, steps)
-        p = labels_of(evaluate, a)
-        adv[idx], pred[idx] = a, p
-        active[idx[p != y[idx]]] = False
-    return adv, pred
+    result = ctx.attack(attacked, evaluate, eps, draws, per_call, **options).run(x, y, active=active)
+    return result.adversarial, result.predictions
 
 
 def _worst(robust: Tensor, adv: Tensor, pred: Tensor, prev_adv: Tensor, prev_pred: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,12 +203,16 @@ def _worst(robust: Tensor, adv: Tensor, pred: Tensor, prev_adv: Tensor, prev_pre
     return adv, pred
 
 
-def zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Per example, the share of input-gradient entries of the cross-entropy that are exactly 0."""
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        grad, = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-    return (grad == 0).flatten(1).float().mean(1)
+def zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor, per_call: int | None = None) -> Tensor:
+    """Per example, the share of input-gradient entries of the cross-entropy that are exactly 0
+    (``per_call`` examples per gradient pass; ``None``: all)."""
+    shares = []
+    for xs, ys in zip(x.split(per_call or max(len(x), 1)), y.split(per_call or max(len(x), 1))):
+        xs = xs.clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(F.cross_entropy(model(xs), ys, reduction="sum"), xs)
+        shares.append((grad == 0).flatten(1).float().mean(1))
+    return torch.cat(shares)
 
 
 def _records(ctx: Context, batch: slice, row: Row, role: str, eps: float, y: Tensor, defended: Tensor,
@@ -264,16 +255,18 @@ def task_transfer(ctx: Context, b: int, sl: slice, threat: ThreatModel, rows: li
     """The attack and FGSM at every eps on ``threat``'s graph without the defense, judged through each row's."""
     x, y = ctx.images[sl].to(ctx.device), ctx.labels[sl].to(ctx.device)
     source = ctx.model(threat.graph(None, ctx.cfg))
+    everything = torch.ones_like(y, dtype=torch.bool)
     advs = {}
-    for eps in ctx.cfg.eps:
-        advs[ATTACK, eps] = _run(ctx, source, x, y, eps)
-        advs[FGSM, eps] = _run(ctx, source, x, y, eps, spec=_FGSM_SPEC)
+    for eps in ctx.cfg.eps:  # attacked on every example (an example the source gets wrong may transfer)
+        advs[ATTACK, eps] = run(ctx, source, source, x, y, everything, eps)[0]
+        advs[FGSM, eps] = run(ctx, source, source, x, y, everything, eps, specs=(_FGSM_SPEC,))[0]
     recs = []
     for row in rows:
-        evaluate = ctx.model(ctx.defense(row.spec, b))
+        defense = ctx.defense(row.spec, b)
+        evaluate = ctx.model(defense)
         defended = labels_of(evaluate, x)  # first draw of a randomized defense: the same as in task_clean
         for (role, eps), a in advs.items():
-            recs += _records(ctx, sl, row, role, eps, y, defended, x, a, labels_of(evaluate, a))
+            recs += _records(ctx, sl, row, role, eps, y, defended, x, a, judge(evaluate, a, y, ctx.draws(defense))[1])
     return recs
 
 
@@ -284,28 +277,34 @@ def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
     defense = None if row.defense == NO_DEFENSE else ctx.defense(row.spec, b)
     evaluate = ctx.model(defense)
     defended = labels_of(evaluate, x)
-    attacked = ctx.model(threat.graph(defense, cfg))
-    zero = {"zero_grad": zero_gradient_share(attacked, x, y)} if "Z" in threat.checks else {}
+    graph = threat.graph(defense, cfg)
+    attacked, chunk = ctx.model(graph), per_call(ctx, graph)
+    attack = partial(run, ctx, attacked, evaluate, x, y, draws=ctx.draws(defense), per_call=chunk)
+    zero = {"zero_grad": zero_gradient_share(attacked, x, y, chunk)} if "Z" in threat.checks else {}
+    iterative = any("steps" in ATTACKS.parameters(spec.name) for spec in ctx.parsed.attacks)  # S and B apply
     recs, robust = [], defended == y
     adv, pred = x, defended  # the examples the defense gets wrong need no attack
     for k, eps in enumerate(cfg.eps):  # examples broken at a smaller eps keep that adversarial example
-        adv, pred = _worst(robust, *attack_survivors(ctx, attacked, evaluate, x, y, robust, eps), adv, pred)
+        adv, pred = _worst(robust, *attack(robust, eps), adv, pred)
         recs += _records(ctx, sl, row, ATTACK, eps, y, defended, x, adv, pred, **(zero if k == 0 else {}))
         robust = robust & (pred == y)
+        if "B" in threat.checks and iterative:  # the same attack, 4x steps and 4x restarts, on what it left robust
+            stronger = attack(robust, eps, steps=4 * cfg.steps, restarts=4 * cfg.restarts)
+            recs += _records(ctx, sl, row, ATTACK_4X_BUDGET, eps, y, defended, x, *_worst(robust, *stronger, adv, pred))
         if "F" in threat.checks:
-            fgsm = _run(ctx, attacked, x, y, eps, spec=_FGSM_SPEC)
-            recs += _records(ctx, sl, row, FGSM, eps, y, defended, x, fgsm, labels_of(evaluate, fgsm))
+            fgsm = attack(defended == y, eps, specs=(_FGSM_SPEC,))
+            recs += _records(ctx, sl, row, FGSM, eps, y, defended, x, *_worst(defended == y, *fgsm, x, defended))
     top = cfg.eps[-1]
-    if "S" in threat.checks and "steps" in ATTACKS.parameters(ctx.parsed.attack.name):
-        more = attack_survivors(ctx, attacked, evaluate, x, y, robust, top, steps=2 * cfg.steps)
+    if "S" in threat.checks and iterative:
+        more = attack(robust, top, steps=2 * cfg.steps)
         recs += _records(ctx, sl, row, ATTACK_2X_STEPS, top, y, defended, x, *_worst(robust, *more, adv, pred))
     if "E" in threat.checks:
-        large = attack_survivors(ctx, attacked, evaluate, x, y, robust, cfg.large_eps)
+        large = attack(robust, cfg.large_eps)
         recs += _records(ctx, sl, row, ATTACK_LARGE_EPS, cfg.large_eps, y, defended, x,
                          *_worst(robust, *large, adv, pred))
     if "R" in threat.checks and defense is not None and defense.randomized:  # attacked and judged, same draws
         fixed = ctx.model(threat.fixed_graph(defense))
-        frozen = attack_survivors(ctx, fixed, fixed, x, y, defended == y, top)
+        frozen = run(ctx, fixed, fixed, x, y, defended == y, top)
         recs += _records(ctx, sl, row, ATTACK_FIXED_RANDOMNESS, top, y, defended, x,
                          *_worst(defended == y, *frozen, x, defended))
     return recs
