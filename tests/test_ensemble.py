@@ -159,6 +159,8 @@ def test_standard_is_apgd_ce_then_targeted_apgd_dlr(model, data):
     assert ens.names == ["apgd-ce", "apgd-t"]
     assert isinstance(ens.members[0][1], torchattacks.APGD) and ens.members[0][1].loss == "ce"
     assert ens.members[1][1].attack.n_target_classes == 3
+    more = build("standard:steps=5,targets=3,restarts=4", model, eps=16 / 255)  # AutoAttack's schedule:
+    assert more.members[0][1].n_restarts == 4 and more.members[1][1].attack.n_restarts == 1  # one run per target
     built = build("standard:square=true,queries=10,targets=3", model, eps=16 / 255)
     assert built.names == ["apgd-ce", "apgd-t", "square"]
     result = ens.run(x, y)

@@ -232,8 +232,10 @@ def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts:
     Args:
         model: the attacked model (logits out; a DefendedModel with BPDA/EOT in its graph).
         eps: L-inf budget in [0, 1].
-        steps: iterations of each APGD run (AutoAttack: 100); restarts: random restarts of each run
-            (APGD-CE: ``restarts``; APGD-T: ``restarts`` per target class).
+        steps: iterations of each APGD run (AutoAttack: 100); restarts: random restarts of APGD-CE
+            (and Square). APGD-T runs once per target class whatever ``restarts`` is: its target
+            classes are its restarts, as in every version of AutoAttack (``apgd_targeted.n_restarts
+            = 1`` even in its stronger ``plus`` version, which raises only APGD-CE's restarts).
         targets: number of target classes of APGD-T, the highest-scoring classes other than the
             true one (AutoAttack: 9; torchattacks' ``n_classes = targets + 1``).
         square: also run torchattacks' Square (margin loss, ``queries`` queries per restart) last,
@@ -253,7 +255,7 @@ def standard(model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts:
     members = [
         ("apgd-ce", torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=restarts, loss="ce",
                                       seed=seed)),
-        ("apgd-t", _Targeted(model, torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=restarts,
+        ("apgd-t", _Targeted(model, torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1,
                                                        n_classes=targets + 1, seed=seed), targets)),
     ]
     if square:
