@@ -43,7 +43,8 @@ def test_fgsm_targeted_takes_booleans_only(classifier):
 
 @pytest.mark.parametrize("generator", ["seed", 5])
 def test_diffjpeg_generator_must_be_a_generator(generator):
-    with pytest.raises(TypeError, match=rf"generator must be a torch.Generator or None, got {type(generator).__name__}"):
+    expected = rf"generator must be a torch.Generator or None, got {type(generator).__name__}"
+    with pytest.raises(TypeError, match=expected):
         DiffJPEG(q=50, rounding="noise", generator=generator)
     with pytest.raises(TypeError, match=r"generator must be a torch.Generator or None"):
         diff_jpeg(torch.rand(1, 3, 8, 8), 50, rounding="noise", generator=generator)

@@ -230,7 +230,8 @@ def test_corrupt_unit_file_is_named(damage, models, tmp_path, capsys):
     capsys.readouterr()
     unit = sorted((out / "units").glob("*.json"))[0]
     text = unit.read_text()
-    unit.write_text({"garbage": "\x00\xff garbage", "truncated": text[: len(text) // 2], "not a unit": "[1, 2]"}[damage])
+    damaged = {"garbage": "\x00\xff garbage", "truncated": text[: len(text) // 2], "not a unit": "[1, 2]"}
+    unit.write_text(damaged[damage])
     err = _one_line_error(_cli(models[0], out), capsys)
     assert f"unit file {str(unit)!r}" in err and "delete it" in err
 

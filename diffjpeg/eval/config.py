@@ -222,8 +222,8 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if kind == "cuda" and torch.cuda.device_count() <= int(index or 0):
         found = torch.cuda.device_count()
-        raise ValueError(f"device {device!r}: {'no CUDA device is' if not found else f'only {found} CUDA device(s) are'} "
-                         f"available here (torch {torch.__version__}); use --device cpu")
+        there = "no CUDA device is" if not found else f"only {found} CUDA device(s) are"
+        raise ValueError(f"device {device!r}: {there} available here (torch {torch.__version__}); use --device cpu")
 
 
 def _check_types(cfg: BenchConfig) -> None:

@@ -179,7 +179,8 @@ def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
     head = ["defense", "threat model", "clean", "defended"] + [f"ε={checks.eps_name(e)}" for e in cfg.eps]
     head += ["PSNR", "SSIM", "s/img", "checks"]
     title = _title(cfg, n) + "; accuracy in % [95 % interval]"
-    versions = f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s) (both can change a few verdicts)"
+    versions = (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s) "
+                "(both can change a few verdicts)")
     out = [title, versions, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ln in lines:
         failed = {c["code"] for c in ln["checks"] if not c["passed"]}
