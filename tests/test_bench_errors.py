@@ -236,6 +236,18 @@ def test_corrupt_unit_file_is_named(damage, models, tmp_path, capsys):
     assert f"unit file {str(unit)!r}" in err and "delete it" in err
 
 
+def test_units_of_another_run_are_refused(models, tmp_path):
+    """Without its config.json (deleted by hand), a folder's units still refuse to mix with another run's."""
+    out = tmp_path / "run"
+    run_benchmark(tiny(models[0], out))
+    (out / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"unit file '.*/units/b00000-clean.json' holds results of a different run "
+                                         r"\(fingerprint \w+, this run's \w+\); pass --restart"):
+        run_benchmark(tiny(models[0], out, seed=1))
+    run_benchmark(tiny(models[0], out))  # the same run resumes
+    assert (out / "config.json").is_file()
+
+
 def test_corrupt_config_json_is_named(models, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_cli(models[0], out)) == 0

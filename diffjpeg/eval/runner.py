@@ -3,7 +3,10 @@
 The work is cut into **units**, one per (batch of examples, task of :mod:`diffjpeg.eval.tasks`), and
 every unit's per-example records are written atomically to ``OUT/units/`` as soon as it finishes; a
 restarted run with the same configuration skips the units on disk (so a kill loses at most the unit
-in flight), and a run with a changed configuration refuses to mix results unless ``restart`` is set.
+in flight), and a run with a changed configuration, or changed inputs (:func:`run_inputs`: the
+checkpoint's, the model's and the data's content, library versions, torch's thread count), refuses
+to mix results unless ``restart`` is set. A run holds an exclusive lock on ``OUT/.lock``, so a
+second process on the same folder is refused (:class:`OutInUseError`).
 Every unit seeds torch's global RNG from (seed, batch, task), so results depend neither on resuming
 nor on the number of processes. Under ``torchrun`` the batches are shared out across ranks (batch
 ``b`` goes to rank ``b mod world_size``) and rank 0 merges everything into ``results.jsonl``,
@@ -63,6 +66,10 @@ def run_benchmark(config: BenchConfig | dict | str | os.PathLike | None = None) 
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+#: the keys of a unit file (``OUT/units/b00000-TASK.json``)
+_UNIT_KEYS = {"batch", "task", "fingerprint", "examples", "seconds", "records"}
 
 
 class OutInUseError(RuntimeError):
@@ -200,8 +207,8 @@ def _digest(*parts: Any) -> str:
 
 def prepare_out(out: Path, cfg: BenchConfig, held: contextlib.ExitStack) -> None:
     """Create ``out`` and take its lock (released when ``held`` closes); refuse a folder that another
-    run holds, that is not writable, whose ``config.json`` or unit files are unreadable, or that holds
-    another configuration's results (unless ``cfg.restart``: then discard them). Nothing is computed
+    run holds, that is not writable, whose ``config.json`` is unreadable, or that holds another
+    configuration's results (unless ``cfg.restart``: then discard them). Nothing is computed
     before this."""
     try:
         (out / "units").mkdir(parents=True, exist_ok=True)
@@ -223,18 +230,24 @@ def prepare_out(out: Path, cfg: BenchConfig, held: contextlib.ExitStack) -> None
     for stale in (out / "units").glob(".*.tmp"):  # left by a killed run's write in flight
         stale.unlink(missing_ok=True)
     _refuse_changes(out, cfg, None)
-    for path in sorted((out / "units").glob("*.json")):
-        unit = _read_json(path, "unit file")
-        if not isinstance(unit, dict) or not isinstance(unit.get("records"), list):
-            raise ValueError(f"unit file {str(path)!r} is not a unit of results; delete it and rerun to recompute it")
 
 
 def record_inputs(out: Path, cfg: BenchConfig, inputs: dict[str, Any]) -> None:
-    """Refuse ``out`` if its results came from other inputs (:func:`run_inputs`); else record them in
-    ``out/config.json`` with the run's fingerprint."""
-    if not _refuse_changes(out, cfg, inputs):
-        _write_json(out / "config.json", {"fingerprint": cfg.fingerprint(inputs), "config": cfg.identity(),
-                                          "inputs": inputs}, indent=1)
+    """Refuse ``out`` if its results came from other inputs (:func:`run_inputs`) or it holds a unit
+    file that is damaged or of another run; else record the inputs in ``out/config.json`` with the
+    run's fingerprint."""
+    known, fingerprint = _refuse_changes(out, cfg, inputs), cfg.fingerprint(inputs)
+    for path in sorted((out / "units").glob("*.json")):
+        unit = _read_json(path, "unit file")
+        if not isinstance(unit, dict) or not _UNIT_KEYS <= set(unit) or not isinstance(unit["records"], list):
+            raise ValueError(f"unit file {str(path)!r} is not a unit of results; delete it and rerun to recompute it")
+        if unit["fingerprint"] != fingerprint:
+            raise ValueError(f"unit file {str(path)!r} holds results of a different run (fingerprint "
+                             f"{unit['fingerprint']}, this run's {fingerprint}); pass --restart (restart = true) to "
+                             f"discard them, or delete it")
+    if not known:
+        _write_json(out / "config.json", {"fingerprint": fingerprint, "config": cfg.identity(), "inputs": inputs},
+                    indent=1)
 
 
 def _refuse_changes(out: Path, cfg: BenchConfig, inputs: dict[str, Any] | None) -> bool:
