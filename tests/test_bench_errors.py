@@ -160,8 +160,11 @@ def test_outputs_are_strict_json_with_null_for_infinite_psnr(models, tmp_path):
     ("out = 5", "config key out must be a string, got int 5"),
     ("model = 5", "config key model must be a string, got int 5"),
     ('restart = "false"', "config key restart must be true or false, got str 'false'"),
-    ('steps = "5"', "config key steps must be an integer, got str '5'"),
-    ("eps = [true]", "config key eps must be a list of numbers, got list [True]"),
+    ('steps = "5"', "steps must be an integer >= 1, got str '5'"),
+    ("eps = [true]", "eps values must be numbers in [0, 1] (e.g. 8/255), got True"),
+    ('eps = "abc"', "eps values must be numbers in [0, 1] (e.g. 8/255), got 'abc'"),
+    ('threat_models = ["graybox", 3]', "config key threat_models must be a list of strings, got list ['graybox', 3]"),
+    ('device = 0', "config key device must be a string, got int 0"),
     ('checkpoint = ["a.pt"]', "config key checkpoint must be a string or none (unset), got list ['a.pt']"),
 ])
 def test_wrong_toml_types_are_one_line_errors(toml, message, tmp_path, capsys, monkeypatch):

@@ -72,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, help=f"slack of the masking checks, a fraction "
                    f"(default: {d.tolerance})")
     p.add_argument("--seed", type=int, help=f"seed of every unit's randomness (default: {d.seed})")
-    p.add_argument("--out", help=f"output folder; rerunning the same command resumes it (default: {d.out})")
+    p.add_argument("--out", help=f"output folder; rerunning the same command resumes it; one run at a time holds it "
+                   f"(default: {d.out})")
     p.add_argument("--device", help=f"cpu | cuda | cuda:N (default: {d.device})")
     p.add_argument("--restart", action="store_true", default=None,
                    help="discard the results in --out and start over (default: resume)")

@@ -174,7 +174,6 @@ def validate(cfg: BenchConfig) -> Parsed:
     from ..attacks.registry import ATTACKS
     from .threats import check_names
 
-    _check_types(cfg)
     for key in ("batch_size", "steps", "restarts", "eot_samples"):
         check_int(getattr(cfg, key), key, 1)
     for key, lo in (("n", 1), ("image_size", 8)):  # None: all examples / the model's size; 8: one JPEG block
@@ -193,6 +192,7 @@ def validate(cfg: BenchConfig) -> Parsed:
     check_real(cfg.large_eps, "large_eps (>= max(eps))", max(cfg.eps), 1.0)
     for key in ("tolerance", "max_large_eps_accuracy", "max_zero_gradients"):
         check_real(getattr(cfg, key), key, 0.0, 1.0)
+    _check_types(cfg)  # the other keys' types (the numbers' are checked above, with their ranges)
     _check_device(cfg.device)
     check_names(cfg.threat_models)
     if not cfg.defenses or len(set(cfg.defenses)) != len(cfg.defenses):
