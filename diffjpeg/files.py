@@ -3,6 +3,8 @@
 * :func:`atomic_write` / :func:`atomic_torch_save`: a crash or an interrupt never leaves half a
   file behind. A new file gets the mode ``open()`` would give it (``0o666`` less the umask, e.g.
   ``0o644``), an existing file keeps its mode -- not the ``0o600`` of the temporary file.
+* :func:`strict_json`: standard JSON text (no ``Infinity``/``NaN``, which strict parsers reject):
+  non-finite floats, such as the infinite PSNR of an unchanged image, are written as ``null``.
 * :func:`load_checkpoint`: the one place the project reads ``torch.save`` files. It verifies the
   archive first (every member's CRC-32, so a file damaged after it was written is refused instead
   of loading with wrong weights; files in torch's legacy pre-1.6 format, such as the
@@ -12,6 +14,8 @@
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import re
@@ -25,7 +29,7 @@ from typing import IO
 import torch
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "atomic_torch_save", "atomic_write", "load_checkpoint",
-           "output_mode"]
+           "output_mode", "strict_json"]
 
 
 def output_mode(path: str | os.PathLike) -> int:
@@ -58,6 +62,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: s
             os.unlink(tmp)
         raise
     return path
+
+
+def strict_json(value: object, indent: int | None = None) -> str:
+    """``json.dumps(value)`` as standard JSON: every non-finite float (``inf``, ``nan``) becomes ``null``.
+
+    Example:
+        >>> strict_json({"psnr": float("inf"), "ssim": 1.0})
+        '{"psnr": null, "ssim": 1.0}'
+    """
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:

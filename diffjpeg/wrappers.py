@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .contract import Defense, as_defense, check_output
-from .arguments import check_int
+from .arguments import check_bool, check_int
 
 __all__ = ["DefendedModel", "BPDA", "EOT", "MAX_DRAWS", "RNGSnapshot", "predict"]
 
@@ -318,7 +318,7 @@ class EOT(Defense):
                 or (isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1)):
             raise ValueError(f"EOT: max_batch must be None, 'auto' or an int >= 1, got {max_batch!r}")
         self.module = _as_module(module, "module")
-        self.n, self.reduce, self.fixed, self.max_batch = n, reduce, bool(fixed), max_batch
+        self.n, self.reduce, self.fixed, self.max_batch = n, reduce, check_bool(fixed, "fixed"), max_batch
         self._snapshot: RNGSnapshot | None = None
 
     @property

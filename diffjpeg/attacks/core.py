@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..arguments import check_choice, check_generator, check_int, check_real
+from ..arguments import check_bool, check_choice, check_generator, check_int, check_real
 from ..contract import draw_device
 from ..jpeg.validate import check_image
 from .base import Attack, check_labels
@@ -88,7 +88,7 @@ def fgsm(model, images: Tensor, labels: Tensor, eps: float | Tensor, *, targeted
         ``(B, C, H, W)`` in [0, 1], detached.
     """
     labels, eps = _check(images, labels, eps)
-    grad = input_gradient(model, images, labels, targeted)
+    grad = input_gradient(model, images, labels, check_bool(targeted, "targeted"))
     return (images.detach() + _per_image(eps, images) * grad.sign()).clamp(0, 1).detach()
 
 
@@ -141,6 +141,7 @@ def pgd(model, images: Tensor, labels: Tensor, eps: float, steps: int, alpha: fl
     alpha = 2.5 * eps / steps if alpha is None else check_real(alpha, "alpha", 0.0)
     norm = check_choice(norm, NORMS, "norm")
     generator = check_generator(generator)
+    random_start, targeted = check_bool(random_start, "random_start"), check_bool(targeted, "targeted")
     x = images.detach()
     adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
     for _ in range(steps):

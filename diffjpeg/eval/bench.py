@@ -8,6 +8,7 @@ computes), :mod:`diffjpeg.eval.threats` (the threat models), :mod:`diffjpeg.eval
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffjpeg bench", description="White-box robustness benchmark: defenses under attacks and threat models. "
         "With no arguments: the embedded default (EfficientNet-Lite0 on foolbox's ImageNet samples), offline.")
+    # "--eps -1/255": a token of a minus sign and a digit is a value, not an option, so that the eps check names it
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
     p.add_argument("--config", help="TOML file with any of the keys below, at the top level or under [bench] "
                    "(flags win over it; default: none)")
     p.add_argument("--grid", choices=sorted(GRIDS), help=f"start from this grid (default: {d.grid}; full: threat "
@@ -69,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, help=f"slack of the masking checks, a fraction "
                    f"(default: {d.tolerance})")
     p.add_argument("--seed", type=int, help=f"seed of every unit's randomness (default: {d.seed})")
-    p.add_argument("--out", help=f"output folder; rerunning the same command resumes it (default: {d.out})")
+    p.add_argument("--out", help=f"output folder; rerunning the same command resumes it; one run at a time holds it "
+                   f"(default: {d.out})")
     p.add_argument("--device", help=f"cpu | cuda | cuda:N (default: {d.device})")
     p.add_argument("--restart", action="store_true", default=None,
                    help="discard the results in --out and start over (default: resume)")

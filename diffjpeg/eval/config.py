@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +149,11 @@ class BenchConfig:
         """The keys that determine the results (everything but where and how the run happens)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_KEYS}
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, inputs: dict[str, Any] | None = None) -> str:
+        """A digest of :meth:`identity` and ``inputs`` (what the runner records about the checkpoint's
+        and the data's content and the library versions, see :func:`diffjpeg.eval.runner.run_inputs`)."""
+        both = {"config": self.identity(), "inputs": inputs or {}}
+        return hashlib.sha256(json.dumps(both, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -171,9 +176,9 @@ def validate(cfg: BenchConfig) -> Parsed:
 
     for key in ("batch_size", "steps", "restarts", "eot_samples"):
         check_int(getattr(cfg, key), key, 1)
-    for key in ("n", "image_size"):  # None: all examples / the model's size
+    for key, lo in (("n", 1), ("image_size", 8)):  # None: all examples / the model's size; 8: one JPEG block
         if getattr(cfg, key) is not None:
-            check_int(getattr(cfg, key), key, 1)
+            check_int(getattr(cfg, key), key, lo)
     check_int(cfg.seed, "seed", 0)
     if not isinstance(cfg.eps, list) or not cfg.eps:
         raise ValueError(f"eps must be a non-empty list of numbers in [0, 1] such as [2/255, 8/255], got {cfg.eps!r}")
@@ -187,14 +192,14 @@ def validate(cfg: BenchConfig) -> Parsed:
     check_real(cfg.large_eps, "large_eps (>= max(eps))", max(cfg.eps), 1.0)
     for key in ("tolerance", "max_large_eps_accuracy", "max_zero_gradients"):
         check_real(getattr(cfg, key), key, 0.0, 1.0)
-    if not isinstance(cfg.device, str) or cfg.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    _check_types(cfg)  # the other keys' types (the numbers' are checked above, with their ranges)
+    _check_device(cfg.device)
     check_names(cfg.threat_models)
     if not cfg.defenses or len(set(cfg.defenses)) != len(cfg.defenses):
         raise ValueError(f"defenses must be a non-empty list without repeats, got {cfg.defenses!r}")
     defenses = tuple(_defense_spec(text) for text in cfg.defenses)
-    texts = [cfg.attack] if isinstance(cfg.attack, str) else cfg.attack
-    if not isinstance(texts, list) or not texts:
+    texts = cfg.attack
+    if not texts:
         raise ValueError(f"attack must be an attack spec or a non-empty list of them (run as an ensemble), e.g. "
                          f"'standard' or ['apgd:loss=ce', 'square'], got {cfg.attack!r}")
     attacks = tuple(Spec.parse(text, "attack spec") for text in texts)
@@ -208,9 +213,50 @@ def validate(cfg: BenchConfig) -> Parsed:
     return Parsed(defenses, attacks)
 
 
+def _check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``, and a CUDA device must exist here."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if device != "cpu" and (kind != "cuda" or (index and not index.isdigit())):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if kind == "cuda" and torch.cuda.device_count() <= int(index or 0):
+        found = torch.cuda.device_count()
+        there = "no CUDA device is" if not found else f"only {found} CUDA device(s) are"
+        raise ValueError(f"device {device!r}: {there} available here (torch {torch.__version__}); use --device cpu")
+
+
+def _check_types(cfg: BenchConfig) -> None:
+    """Every field of ``cfg`` must be of its annotated type (``restart = "false"`` is not a bool)."""
+    hints = typing.get_type_hints(BenchConfig)
+    for f in dataclasses.fields(cfg):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        if not _is(value, hint):
+            raise TypeError(f"config key {f.name} must be {_describe(hint)}, got {type(value).__name__} {value!r}")
+
+
+def _is(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is types.UnionType:
+        return any(_is(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is(v, typing.get_args(hint)[0]) for v in value)
+    if hint in (int, float):  # a float field takes an int too; neither takes a bool
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is types.UnionType:
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            type(None): "none (unset)"}[hint]
+
+
 def attack_name(cfg: BenchConfig) -> str:
     """The configured attack as tables and plots name it: ``standard`` or ``apgd:loss=ce + square``."""
-    return cfg.attack if isinstance(cfg.attack, str) else " + ".join(cfg.attack)
+    return " + ".join(cfg.attack)
 
 
 def _defense_spec(text: str) -> Spec:

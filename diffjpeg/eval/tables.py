@@ -11,11 +11,14 @@ it in brackets, the plot draws it as error bars.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean
 
-from ..files import atomic_write
+import torch
+
+from ..files import atomic_write, strict_json
 from . import checks, threats
 from .config import BenchConfig, attack_name
 from .stats import proportion_interval
@@ -56,7 +59,7 @@ def merge(out: Path, cfg: BenchConfig, rows: list[Row], tasks: list[str], batche
     clean = {r["id"]: r["clean"] for r in records if r.get("kind") == "clean"}
     for r in records:
         r.setdefault("clean", clean[r["id"]])
-    atomic_write(out / "results.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in records), mode="w")
+    atomic_write(out / "results.jsonl", lambda f: f.writelines(strict_json(r) + "\n" for r in records), mode="w")
     return {"records": records, "seconds": dict(seconds), "examples": examples}
 
 
@@ -108,7 +111,7 @@ def summarize(cfg: BenchConfig, rows: list[Row], merged: dict) -> list[dict]:
             "fgsm": [get(FGSM, e) for e in cfg.eps], "fgsm_ci": [ci(FGSM, e) for e in cfg.eps],
             ATTACK_4X_BUDGET: [get(ATTACK_4X_BUDGET, e) for e in cfg.eps],
             ATTACK_4X_BUDGET + "_ci": [ci(ATTACK_4X_BUDGET, e) for e in cfg.eps],
-            "psnr": fmean(r["psnr"] for r in d) if d else None,
+            "psnr": fmean(math.inf if r["psnr"] is None else r["psnr"] for r in d) if d else None,  # None: identical
             "ssim": fmean(r["ssim"] for r in d if r["ssim"] is not None) if d and d[0]["ssim"] is not None else None,
             "seconds_per_image": merged["seconds"].get(row_task(i, row), 0.0) / max(n, 1),
         }
@@ -176,7 +179,9 @@ def markdown(cfg: BenchConfig, lines: list[dict], n: int) -> str:
     head = ["defense", "threat model", "clean", "defended"] + [f"ε={checks.eps_name(e)}" for e in cfg.eps]
     head += ["PSNR", "SSIM", "s/img", "checks"]
     title = _title(cfg, n) + "; accuracy in % [95 % interval]"
-    out = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    versions = (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s) "
+                "(both can change a few verdicts)")
+    out = [title, versions, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ln in lines:
         failed = {c["code"] for c in ln["checks"] if not c["passed"]}
         cells = []
@@ -276,7 +281,7 @@ def write_report(out: Path, cfg: BenchConfig, rows, merged: dict) -> dict:
     """Write ``table.md``, ``summary.json`` and ``robust_accuracy.png``; return the summary."""
     lines = summarize(cfg, rows, merged)
     summary = {"config": cfg.identity(), "examples": merged["examples"], "eps": cfg.eps, "rows": lines}
-    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=1)), mode="w")
+    atomic_write(out / "summary.json", lambda f: f.write(strict_json(summary, indent=1)), mode="w")
     atomic_write(out / "table.md", lambda f: f.write(markdown(cfg, lines, merged["examples"])), mode="w")
     plot(cfg, lines, out / "robust_accuracy.png")
     return summary

@@ -286,6 +286,7 @@ def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str =
     qtables = check_arguments(x, q, subsampling, rounding, qtables)
     validate.check_estimator_options(temperature, terms)
     exact, training = arguments.check_bool(exact, "exact"), arguments.check_bool(training, "training")
+    generator = arguments.check_generator(generator)
     return diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
                       training=training, generator=generator, options=options)
 
@@ -364,7 +365,7 @@ class DiffJPEG(Defense):
         else:
             validate.check_quality(q)
         self.subsampling, self.rounding, self.temperature, self.terms = subsampling, rounding, temperature, terms
-        self.exact, self.generator, self.learnable = exact, generator, learnable
+        self.exact, self.generator, self.learnable = exact, arguments.check_generator(generator), learnable
         if isinstance(q, Tensor):
             self.register_buffer("q", q.detach().clone())
         else:

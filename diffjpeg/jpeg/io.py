@@ -423,10 +423,14 @@ def write_coefficients(
 
     Raises:
         FileNotFoundError: the destination folder does not exist.
-        TypeError, ValueError: malformed coefficients or tables, naming the argument.
+        OSError: the destination cannot be written (a read-only folder, a folder of that name), naming it.
+        TypeError, ValueError: malformed coefficients or tables (or a path that is not one), naming the argument.
     """
     import jpeglib
 
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike naming the JPEG file to write, got {type(path).__name__} "
+                        f"{path!r}")
     if isinstance(coefficients, JPEGCoefficients):
         if qtables is not None or size is not None or subsampling is not None:
             raise ValueError("qtables, size and subsampling come from the JPEGCoefficients; leave them out")
@@ -492,7 +496,10 @@ def write_coefficients(
         except OSError as err:
             reason = "; ".join(why) or str(err).replace(tmp, name)
             raise ValueError(f"libjpeg could not write the coefficients to {name}: {reason}") from None
-        os.replace(tmp, name)
+        try:
+            os.replace(tmp, name)
+        except OSError as err:
+            raise type(err)(err.errno, f"cannot write {name!r} ({err.strerror})", name) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
