@@ -202,7 +202,7 @@ def test_toml_config_and_flags(tmp_path):
 
 def test_default_plan_has_one_adaptive_row_per_defense_and_bpda_surrogate_for_jpeg():
     cfg = BenchConfig()
-    assert cfg.attack == ["standard"] and "bit_depth:levels=16" in cfg.defenses  # the field's bit-depth reduction
+    assert cfg.attack == ["pgd", "standard:targets=3"] and "bit_depth:levels=16" in cfg.defenses  # the field's bit-depth reduction
     rows = plan_rows(validate(cfg), cfg.threat_models)
     adaptive = [(r.defense, r.threat) for r in rows if r.threat not in ("graybox", "bpda_surrogate")]
     assert adaptive == [("none", "whitebox"), ("jpeg:q=75", "bpda"), ("jpeg:q=50", "bpda"), ("jpeg:q=20", "bpda"),

@@ -58,7 +58,7 @@ def test_every_accuracy_carries_its_interval(weak):
     table = (out / "table.md").read_text()
     lo, hi = summary["rows"][0]["robust_ci"][0]
     assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in table and "Clopper-Pearson" in table
-    assert "attack standard, 1 steps" in table.splitlines()[0]
+    assert "attack pgd + standard:targets=3, 1 steps" in table.splitlines()[0]
 
 
 def test_attack_lists_and_named_ensembles_on_the_command_line():
@@ -68,7 +68,7 @@ def test_attack_lists_and_named_ensembles_on_the_command_line():
     assert [s.name for s in validate(cfg).attacks] == ["apgd", "square"]
     cfg = config_from_args(parser().parse_args(["--attack", "autoattack:version=rand"]))
     assert [s.kwargs for s in validate(cfg).attacks] == [{"version": "rand"}]
-    assert config_from_args(parser().parse_args([])).attack == ["standard"]
+    assert config_from_args(parser().parse_args([])).attack == ["pgd", "standard:targets=3"]
 
 
 def test_eot_graphs_are_attacked_a_few_examples_at_a_time():
