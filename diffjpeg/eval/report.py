@@ -4,6 +4,7 @@ Fidelity: on the colour photos scikit-image ships (odd sizes included), compare 
 JPEG's output with Pillow's ``decode(encode(x))`` (libjpeg-turbo) at the same quality and
 subsampling: PSNR and the share of identical 8-bit pixels. Speed: forward + backward time of each
 layer on random batches. kornia's ``jpeg_codec_differentiable`` is measured in the same run.
+Peak memory: the extra bytes that forward + backward allocate, per input byte, beside kornia's.
 Presets: each codec preset (:mod:`diffjpeg.jpeg.presets`) against its own library's encode + decode
 through jpeglib, one column per preset: the share of identical 8-bit values.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +163,34 @@ def time_forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torc
     return time_call(step, repeats, x.device)
 
 
+def peak_extra_memory(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
+    """Peak bytes of tensors alive on ``x``'s device during ``layer(x).sum().backward()`` (forward,
+    backward and the input's gradient) beyond what was alive when it started; ``x`` is not counted.
+
+    CUDA: the caching allocator's peak statistic. Other devices: the autograd profiler's memory
+    timeline (``export_memory_timeline``: every tensor's allocation and release, in order).
+    """
+    x = x.detach().clone().requires_grad_(True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        layer(x).sum().backward()
+        torch.cuda.synchronize(x.device)
+        return torch.cuda.max_memory_allocated(x.device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        layer(x).sum().backward()
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of CUDA-only snapshots
+        path = Path(folder) / "timeline.json"
+        prof.export_memory_timeline(str(path), device=str(x.device))
+        _, sizes = json.loads(path.read_text())
+    alive = [sum(per_category) for per_category in sizes]  # the first entry: what existed before (x)
+    return max(alive) - alive[0]
+
+
 def time_call(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     """Best (minimum) seconds of ``fn()`` over ``repeats`` calls after a warm-up call."""
     times = []
@@ -172,6 +204,22 @@ def time_call(fn: Callable[[], object], repeats: int, device: torch.device | Non
         if i:
             times.append(time.perf_counter() - start)
     return min(times)
+
+
+@dataclass
+class MemoryRow:
+    """Peak extra bytes of forward + backward (:func:`peak_extra_memory`), ours and the peer's."""
+
+    shape: tuple
+    device: str
+    input_bytes: int
+    ours: int
+    peer_name: str
+    peer: int
+
+    @property
+    def ratio(self) -> float:
+        return self.peer / self.ours
 
 
 @dataclass
@@ -229,8 +277,22 @@ def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: i
     return rows
 
 
-def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets: list[PresetRow] = ()) -> str:
-    """The report as markdown: settings, fidelity per quality, summary, speed."""
+def memory(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", q: int = 50) -> list[MemoryRow]:
+    """Peak extra memory of forward+backward of ``diff_jpeg`` (4:2:0) and kornia's layer, per shape."""
+    rows = []
+    dev = torch.device(device)
+    for shape in tqdm(shapes, desc=f"memory ({device})", unit="shape"):
+        x = photo_batch(shape).to(dev)
+        qk = torch.full((shape[0],), float(q), device=dev)
+        ours = peak_extra_memory(lambda t: diff_jpeg(t, q=q), x)
+        peer = peak_extra_memory(lambda t, qk=qk: kornia_jpeg(t, qk, "420"), x)
+        rows.append(MemoryRow(tuple(shape), device, x.numel() * x.element_size(), ours, "kornia", peer))
+    return rows
+
+
+def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets: list[PresetRow] = (),
+             mem: list[MemoryRow] = ()) -> str:
+    """The report as markdown: settings, fidelity per quality, summary, speed, peak memory."""
     lines = [
         "# diffjpeg fidelity and speed report", "",
         f"- command: `{command}`",
@@ -276,6 +338,12 @@ def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets:
     for r in spd:
         lines.append(f"| {r.task} | {'x'.join(map(str, r.shape))} | {r.device} | {r.ours:.4f} | {r.peer_name} | "
                      f"{r.peer:.4f} | {r.ratio:.2f}x |")
+    if mem:
+        lines += ["", "## Peak extra memory of forward+backward (per input byte; ratio = peer / ours)", "",
+                  "| shape | device | input (MB) | diffjpeg (x input) | peer | peer (x input) | ratio |", "|---|---|---|---|---|---|---|"]
+        for r in mem:
+            lines.append(f"| {'x'.join(map(str, r.shape))} | {r.device} | {r.input_bytes / 1e6:.1f} | "
+                         f"{r.ours / r.input_bytes:.2f} | {r.peer_name} | {r.peer / r.input_bytes:.2f} | {r.ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -312,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda was asked for, but torch sees no CUDA device here")
     if args.quick:
         images, qualities, shapes = photos(PHOTOS[:2]), (5, 50, 95), ((2, 3, 64, 64), (4, 3, 96, 96))
-    else:
-        images, qualities, shapes = photos(), QUALITIES, ((8, 3, 256, 256), (32, 3, 224, 224))
+    else:  # the CIFAR-sized batch is where the fixed cost per call shows; the last shape times exact mode
+        images, qualities, shapes = photos(), QUALITIES, ((8, 3, 256, 256), (128, 3, 32, 32), (32, 3, 224, 224))
     fid = fidelity(images, qualities, exact=not args.no_exact)
     spd = speed(shapes, device=args.device, repeats=args.repeats, exact=not args.no_exact)
     preset_images = [(f"{n}[:96,:96]", image[:96, :96]) for n, image in images[:1]] if args.quick else images
     pre = [] if args.no_presets else preset_fidelity(preset_images, qualities)
-    text = markdown(fid, spd, "diffjpeg report " + " ".join(argv if argv is not None else sys.argv[1:]), pre)
+    mem = memory(shapes, device=args.device)
+    text = markdown(fid, spd, "diffjpeg report " + " ".join(argv if argv is not None else sys.argv[1:]), pre, mem)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

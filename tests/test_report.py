@@ -1,0 +1,34 @@
+"""diffjpeg report's measurements: the peak extra memory of forward + backward, and its table."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffjpeg.eval.report import MemoryRow, markdown, memory, peak_extra_memory
+
+MB = 4_000_000  # bytes of a 1000 x 1000 float32 tensor
+
+
+def test_peak_extra_memory_counts_what_forward_and_backward_hold_at_once():
+    x = torch.rand(1000, 1000)
+    # t * 2: its output (freed after the sum) or x's gradient, never both: one tensor's bytes
+    assert MB <= peak_extra_memory(lambda t: t * 2, x) < MB + 1024
+    # exp saves its output for the backward pass, which then allocates the gradient beside it
+    assert 2 * MB <= peak_extra_memory(lambda t: (t * 2).exp(), x) < 2 * MB + 1024
+    # a temporary that is freed before the next one is allocated does not add up
+    assert MB <= peak_extra_memory(lambda t: (t * 2).sum() * t, x) < 3 * MB
+
+
+def test_memory_rows_and_their_table():
+    pytest.importorskip("kornia")
+    rows = memory(((2, 3, 64, 64),))
+    (row,) = rows
+    assert row.input_bytes == 2 * 3 * 64 * 64 * 4 and row.peer_name == "kornia"
+    assert 0 < row.ours < row.peer  # below kornia's, as BENCHMARKS.md reports at full size
+    text = markdown([], [], "diffjpeg report", mem=rows)
+    assert "## Peak extra memory of forward+backward" in text
+    assert f"| 2x3x64x64 | cpu | 0.1 | {row.ours / row.input_bytes:.2f} | kornia |" in text
+
+
+def test_memory_row_ratio():
+    assert MemoryRow((1, 3, 8, 8), "cpu", 100, 200, "kornia", 500).ratio == 2.5
