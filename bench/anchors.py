@@ -14,8 +14,8 @@ Sections (``--only NAME`` runs some; every table is printed and written to ``--o
 * ``topa``: seed 000's Table I stages (FGSM eps 0.02 -> JPEG q20 / q40 -> targeted one-pixel) on the
   full Fashion-MNIST test set with the same small CNN, beside the paper's CIFAR-10 / VGG16 numbers.
 
-Every bench section runs the default attack ensemble (APGD-CE then APGD-T) with the default masking
-checks, and is resumable: rerunning the command reuses finished units in ``--out``.
+Every bench section runs the default attack ensemble (PGD, then APGD-CE and APGD-T) with the default
+masking checks, and is resumable: rerunning the command reuses finished units in ``--out``.
 
 Run (CPU; times in BENCHMARKS.md)::
 

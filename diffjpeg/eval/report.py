@@ -340,10 +340,12 @@ def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets:
                      f"{r.peer:.4f} | {r.ratio:.2f}x |")
     if mem:
         lines += ["", "## Peak extra memory of forward+backward (per input byte; ratio = peer / ours)", "",
-                  "| shape | device | input (MB) | diffjpeg (x input) | peer | peer (x input) | ratio |", "|---|---|---|---|---|---|---|"]
+                  "| shape | device | input (MB) | diffjpeg (x input) | peer | peer (x input) | ratio |",
+                  "|---|---|---|---|---|---|---|"]
         for r in mem:
             lines.append(f"| {'x'.join(map(str, r.shape))} | {r.device} | {r.input_bytes / 1e6:.1f} | "
-                         f"{r.ours / r.input_bytes:.2f} | {r.peer_name} | {r.peer / r.input_bytes:.2f} | {r.ratio:.2f}x |")
+                         f"{r.ours / r.input_bytes:.2f} | {r.peer_name} | {r.peer / r.input_bytes:.2f} | "
+                         f"{r.ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
