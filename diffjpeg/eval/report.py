@@ -250,20 +250,25 @@ def photo_batch(shape: tuple[int, int, int, int], seed: int = 0) -> torch.Tensor
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def _against_kornia(measure: Callable[[Callable, torch.Tensor], float], shapes, device, q: int, what: str):
+    """Per shape: the photo batch ``x`` and ``measure(layer, x)`` of ``diff_jpeg`` at ``q`` and of kornia's
+    layer (4:2:0), as ``(shape, x, ours, kornia's)``; ``what`` names the progress bar."""
+    dev = torch.device(device)
+    for shape in tqdm(shapes, desc=f"{what} ({device})", unit="shape"):
+        x = photo_batch(shape).to(dev)
+        qk = torch.full((shape[0],), float(q), device=dev)
+        yield shape, x, measure(lambda t: diff_jpeg(t, q=q), x), measure(lambda t: kornia_jpeg(t, qk, "420"), x)
+
+
 def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: int = 5, q: int = 50,
           exact: bool = True) -> list[SpeedRow]:
     """Forward+backward time of DiffJPEG vs kornia; exact mode's forward vs Pillow encode+decode.
 
     The exact-mode row also asserts that both produce identical pixels.
     """
-    rows = []
+    timed = _against_kornia(lambda layer, x: time_forward_backward(layer, x, repeats), shapes, device, q, "speed")
+    rows = [SpeedRow("forward+backward", shape, device, ours, "kornia", peer) for shape, _, ours, peer in timed]
     dev = torch.device(device)
-    for shape in tqdm(shapes, desc=f"speed ({device})", unit="shape"):
-        x = photo_batch(shape).to(dev)
-        qk = torch.full((shape[0],), float(q), device=dev)
-        ours = time_forward_backward(lambda t: diff_jpeg(t, q=q), x, repeats)
-        peer = time_forward_backward(lambda t, qk=qk: kornia_jpeg(t, qk, "420"), x, repeats)
-        rows.append(SpeedRow("forward+backward", shape, device, ours, "kornia", peer))
     if not exact:
         return rows
     x = photo_batch(shapes[-1]).to(dev)
@@ -279,15 +284,8 @@ def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: i
 
 def memory(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", q: int = 50) -> list[MemoryRow]:
     """Peak extra memory of forward+backward of ``diff_jpeg`` (4:2:0) and kornia's layer, per shape."""
-    rows = []
-    dev = torch.device(device)
-    for shape in tqdm(shapes, desc=f"memory ({device})", unit="shape"):
-        x = photo_batch(shape).to(dev)
-        qk = torch.full((shape[0],), float(q), device=dev)
-        ours = peak_extra_memory(lambda t: diff_jpeg(t, q=q), x)
-        peer = peak_extra_memory(lambda t, qk=qk: kornia_jpeg(t, qk, "420"), x)
-        rows.append(MemoryRow(tuple(shape), device, x.numel() * x.element_size(), ours, "kornia", peer))
-    return rows
+    return [MemoryRow(tuple(shape), device, x.numel() * x.element_size(), ours, "kornia", peer)
+            for shape, x, ours, peer in _against_kornia(peak_extra_memory, shapes, device, q, "memory")]
 
 
 def markdown(fid: list[FidelityRow], spd: list[SpeedRow], command: str, presets: list[PresetRow] = (),
