@@ -1,4 +1,4 @@
-"""Edge replication to whole MCUs and the 8x8 block layout.
+"""Edge replication to whole MCUs and the 8x8 block layout (and the adjoints of padding and cropping).
 
 Inside the codec, samples and coefficients stay in planes ``(B, n, h, w)`` (see :mod:`.dct`); the
 public coefficient API uses blocks ``(B, h / 8, w / 8, 8, 8)``: block row, block column, then the
@@ -26,6 +26,28 @@ def pad_replicate(x: Tensor, height: int, width: int) -> Tensor:
     if pad_h == pad_w == 0:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+def pad_replicate_adjoint(grad: Tensor, height: int, width: int) -> Tensor:
+    """Adjoint of :func:`pad_replicate`: ``(..., H, W)`` -> ``(..., height, width)``, the gradient of every
+    repeated sample added to the edge sample it copies."""
+    h, w = grad.shape[-2:]
+    if h == height and w == width:
+        return grad
+    out = grad[..., :height, :width].clone()
+    if w > width:
+        out[..., width - 1] += grad[..., :height, width:].sum(-1)
+    if h > height:
+        out[..., height - 1, :] += grad[..., height:, :width].sum(-2)
+    if w > width and h > height:
+        out[..., height - 1, width - 1] += grad[..., height:, width:].sum((-2, -1))
+    return out
+
+
+def crop_adjoint(grad: Tensor, height: int, width: int) -> Tensor:
+    """Adjoint of :func:`crop`: ``grad`` zero-padded at the bottom and right to ``(..., height, width)``."""
+    pad_h, pad_w = height - grad.shape[-2], width - grad.shape[-1]
+    return grad if pad_h == pad_w == 0 else F.pad(grad, (0, pad_w, 0, pad_h))
 
 
 def crop(x: Tensor, height: int, width: int) -> Tensor:

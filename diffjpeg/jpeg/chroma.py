@@ -2,7 +2,8 @@
 
 Planes are ``(B, N, h, w)`` tensors in [0, 255]. ``integer=True`` reproduces libjpeg's integer
 arithmetic (rounding biases, right shifts) with straight-through floors; ``integer=False`` is the
-same filter on real numbers (no bias, no floor), for a smooth layer.
+same filter on real numbers (no bias, no floor), for a smooth layer. The ``*_adjoint`` functions are
+the transposed linear filters: the straight-through gradient of the integer stages.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .rounding import floor_ste
+from .rounding import floor_ste_
 
 #: (vertical, horizontal) subsampling factor of the chroma planes (= the luma's sampling factors
 #: in the file; the chroma components' are (1, 1))
@@ -39,12 +40,24 @@ def chroma_downsample(planes: Tensor, subsampling: str, integer: bool) -> Tensor
     if fv == fh == 1:
         return planes
     count = fv * fh
-    total = F.avg_pool2d(planes, (fv, fh)) * count
+    total = planes[..., 0::fv, 0::fh]  # box sums as strided adds, in row-major order (faster than avg_pool2d)
+    for i, j in [(i, j) for i in range(fv) for j in range(fh)][1:]:
+        total = total + planes[..., i::fv, j::fh]
     if not integer:
         return total * (1.0 / count)
     first = 1.0 if count == 4 else 0.0
     bias = first + (torch.arange(total.shape[-1], device=planes.device) % 2).to(planes.dtype)
-    return floor_ste((total + bias) * (1.0 / count))  # powers of two: exact
+    return floor_ste_((total + bias) * (1.0 / count))  # powers of two: exact
+
+
+def chroma_downsample_adjoint(grad: Tensor, subsampling: str) -> Tensor:
+    """Adjoint of :func:`chroma_downsample`'s box average: each output's gradient shared by its box."""
+    fv, fh = FACTORS[subsampling]
+    if fv == fh == 1:
+        return grad
+    b, n, h, w = grad.shape
+    shared = (grad * (1.0 / (fv * fh)))[:, :, :, None, :, None]
+    return shared.expand(b, n, h, fv, w, fh).reshape(b, n, h * fv, w * fh)
 
 
 def _interleave(even: Tensor, odd: Tensor, dim: int) -> Tensor:
@@ -58,6 +71,17 @@ def _triangle(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     n = x.shape[dim]
     padded = torch.cat((x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)), dim)
     return torch.add(padded.narrow(dim, 0, n), x, alpha=3), torch.add(padded.narrow(dim, 2, n), x, alpha=3)
+
+
+def _triangle_adjoint(left: Tensor, right: Tensor, dim: int) -> Tensor:
+    """Adjoint of :func:`_triangle`: the gradients of its two outputs -> the gradient of ``x``."""
+    n = left.shape[dim]
+    grad = torch.add(left, right).mul_(3.0)
+    grad.narrow(dim, 0, n - 1).add_(left.narrow(dim, 1, n - 1))  # left[i] reads x[i - 1]
+    grad.narrow(dim, 1, n - 1).add_(right.narrow(dim, 0, n - 1))  # right[i] reads x[i + 1]
+    grad.narrow(dim, 0, 1).add_(left.narrow(dim, 0, 1))  # the replicated edges
+    grad.narrow(dim, n - 1, 1).add_(right.narrow(dim, n - 1, 1))
+    return grad
 
 
 def chroma_upsample(planes: Tensor, subsampling: str, integer: bool, method: str = "fancy") -> Tensor:
@@ -85,4 +109,18 @@ def chroma_upsample(planes: Tensor, subsampling: str, integer: bool, method: str
         return _interleave(left, right, dim=-1) * (1.0 / scale)
     bias_left, bias_right = (8.0, 7.0) if fv == 2 else (1.0, 2.0)
     k = 1.0 / scale  # a power of two: exact
-    return _interleave(floor_ste((left + bias_left) * k), floor_ste((right + bias_right) * k), dim=-1)
+    return _interleave(floor_ste_((left + bias_left) * k), floor_ste_((right + bias_right) * k), dim=-1)
+
+
+def chroma_upsample_adjoint(grad: Tensor, subsampling: str, method: str = "fancy") -> Tensor:
+    """Adjoint of :func:`chroma_upsample` (the same filter in both modes): ``(B, N, fv h, fh w)`` ->
+    ``(B, N, h, w)``."""
+    fv, fh = FACTORS[subsampling]
+    if fv == fh == 1:
+        return grad
+    if method == "simple" or grad.shape[-1] <= 2 * fh:  # replication: each sample's box summed
+        return F.avg_pool2d(grad, (fv, fh), divisor_override=1)
+    grad = _triangle_adjoint(grad[..., 0::2], grad[..., 1::2], dim=-1)
+    if fv == 2:
+        grad = _triangle_adjoint(grad[..., 0::2, :], grad[..., 1::2, :], dim=-2)
+    return grad.mul_(1.0 / (16.0 if fv == 2 else 4.0))

@@ -22,14 +22,15 @@ from torch.nn.utils import parametrize
 from ..contract import Defense
 from .. import arguments
 from . import validate
-from .blocks import BLOCK, ceil_div, crop, from_blocks, pad_replicate, to_blocks
-from .chroma import FACTORS, chroma_downsample, chroma_upsample, plane_sizes, sampling_factors
-from .color import CENTER, rgb_to_ycbcr, ycbcr_to_rgb
-from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8
+from .blocks import BLOCK, ceil_div, crop, crop_adjoint, from_blocks, pad_replicate, pad_replicate_adjoint, to_blocks
+from .chroma import (FACTORS, chroma_downsample, chroma_downsample_adjoint, chroma_upsample, chroma_upsample_adjoint,
+                     plane_sizes, sampling_factors)
+from .color import CENTER, rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
+from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8, islow_round_trip_adjoint
 from . import presets
 from .presets import PILLOW, CodecOptions, resolve_preset
-from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, floor_ste, round_ste, rounding_function, sample_ste,
-                       store_ste, straight_through)
+from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, floor_ste, round_ste, rounding_function,
+                       sample_ste_, store_ste_, straight_through)
 from .tables import quality_tables
 
 #: estimators whose forward pass stores pixels as 8-bit integers, as libjpeg does
@@ -60,13 +61,13 @@ def _clip(x: Tensor) -> Tensor:
 
 def _pixel_store(integer: bool) -> Callable[[Tensor], Tensor]:
     """libjpeg's 8-bit sample storage (straight-through rounding and range limit), or a plain clip."""
-    return store_ste if integer else _clip
+    return store_ste_ if integer else _clip
 
 
 def _to_8bit(x: Tensor, integer: bool) -> Tensor:
     """[0, 1] -> [0, 255]: ``floor(255 x + 1/2)`` as Pillow receives it (integer mode), else ``255 x``."""
     if integer:  # one fused multiply-add before the straight-through floor
-        return sample_ste(torch.add(x.new_tensor(0.5), x, alpha=255.0))
+        return sample_ste_(torch.add(x.new_tensor(0.5), x, alpha=255.0))
     return x * 255.0
 
 
@@ -298,6 +299,64 @@ def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Call
     return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer, options=options)
 
 
+def straight_through_supported(options: CodecOptions) -> bool:
+    """Whether :func:`straight_through_round_trip` knows the adjoint of every stage of ``options``."""
+    return (options.fdct == options.idct == "islow" and options.downsampling == "box"
+            and options.upsampling != "dct")
+
+
+def _round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
+    """The straight-through gradient of the integer round trip: the adjoint of its linear part.
+
+    With every floor, rounding and range limit passing the gradient unchanged, the round trip is a
+    linear map (colour matrices, box average, islow DCT, division and multiplication by the table,
+    islow inverse, fancy upsampling); this applies its transpose stage by stage, in reverse. The
+    scalings by 255 at both ends and by the table cancel and are left out.
+    """
+    b, c, h, w = grad.shape
+    sizes = component_sizes(h, w, c, subsampling)
+    if c == 3:
+        luma, chroma = ycbcr_to_rgb_adjoint(grad, options.color)
+    else:
+        luma, chroma = grad, None
+    if chroma is not None and subsampling != "444":
+        fv, fh = FACTORS[subsampling]
+        (ph, pw), (gh, gw) = sizes[1], _grid(sizes[1])
+        chroma = chroma_upsample_adjoint(crop_adjoint(chroma, fv * ph, fh * pw), subsampling, options.upsampling)
+        chroma = islow_round_trip_adjoint(crop_adjoint(chroma, gh, gw))
+        chroma = pad_replicate_adjoint(chroma, ceil_div(h, fv), gw)
+        chroma = pad_replicate_adjoint(chroma_downsample_adjoint(chroma, subsampling), h, w)
+        luma = pad_replicate_adjoint(islow_round_trip_adjoint(crop_adjoint(luma, *_grid(sizes[0]))), h, w)
+        ycc = torch.cat((luma, chroma), 1)
+    else:
+        ycc = grad if chroma is None else torch.cat((luma, chroma), 1)
+        ycc = pad_replicate_adjoint(islow_round_trip_adjoint(crop_adjoint(ycc, *_grid(sizes[0]))), h, w)
+    return rgb_to_ycbcr_adjoint(ycc, options.color) if c == 3 else ycc
+
+
+class _StraightThroughRoundTrip(torch.autograd.Function):
+    """The integer round trip as one autograd node: forward without a graph, backward the adjoint."""
+
+    @staticmethod
+    def forward(ctx, x, tables, subsampling, options):
+        ctx.subsampling, ctx.options = subsampling, options
+        return codec_round_trip(x, tables, subsampling, round_ste, True, options)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
+
+
+def straight_through_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions = PILLOW) -> Tensor:
+    """:func:`codec_round_trip` in integer mode with "ste" rounding, for ``tables`` without gradient.
+
+    The same values and the same gradient with respect to ``x`` (up to float rounding: the adjoint
+    runs in ``x``'s dtype), but no graph of some sixty operations and no tensors kept for the
+    backward pass, which is a handful of passes over the gradient (:func:`_round_trip_adjoint`).
+    """
+    return _StraightThroughRoundTrip.apply(x, tables, subsampling, options)
+
+
 def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEMPERATURE, terms=TERMS, exact=False,
                         training=False, generator=None, options: CodecOptions = PILLOW) -> Tensor:
     """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary)."""
@@ -305,7 +364,9 @@ def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEM
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work, options)
     rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
-    if exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
+    if rounds_exactly and not tables.requires_grad and straight_through_supported(options):
+        out = straight_through_round_trip(y, tables, subsampling, options)
+    elif exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
         with torch.no_grad():
             out = codec_round_trip(y, tables, subsampling, round_ste, True, options)
         if torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad):

@@ -4,7 +4,8 @@ Values are in [0, 255], tensors ``(B, 3, H, W)``. With ``integer=True`` the conv
 16-bit fixed-point arithmetic on 8-bit samples (``jccolor.c`` / ``jdcolor.c``): constants rounded to
 multiples of 2^-16, the result rounded down after adding one half (one half minus one unit for Cb and
 Cr on encode), using floors with straight-through gradients. The products stay below 2^24, so float32
-computes them exactly. With ``integer=False`` it is the same matrix on real numbers.
+computes them exactly. With ``integer=False`` it is the same matrix on real numbers. The ``*_adjoint``
+functions apply the transposed fixed-point matrices: the straight-through gradient of integer mode.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .dct import tf32_matmul
-from .rounding import floor_ste, sample_ste
+from .rounding import floor_ste_, sample_ste_
 
 SCALE = 65536.0  # 2^16: libjpeg's SCALEBITS
 CENTER = 128.0
@@ -61,7 +62,7 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool, constants: str = "jfif5") -> Tensor
     if not integer:
         return _mix(_RGB_TO_YCBCR, rgb, (0.0, CENTER, CENTER))
     offset = (0.5, CENTER + 0.5 - 1 / SCALE, CENTER + 0.5 - 1 / SCALE)
-    return floor_ste(_mix(_fixed(_RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR), rgb, offset))
+    return floor_ste_(_mix(_fixed(_RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR), rgb, offset))
 
 
 def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool, constants: str = "jfif5") -> Tensor:
@@ -73,5 +74,22 @@ def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool, constants: 
     chroma = chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
         table = _CHROMA_TO_RGB_9 if constants == "jfif9" else _CHROMA_TO_RGB
-        return sample_ste(luma + _mix(_fixed(table), chroma, (0.5,) * 3))
+        return sample_ste_(_mix(_fixed(table), chroma, (0.5,) * 3).add_(luma))
     return (luma + _mix(_CHROMA_TO_RGB, chroma, (0.0,) * 3)).clamp(0.0, 255.0)
+
+
+def _transposed(matrix) -> tuple[tuple[float, ...], ...]:
+    return tuple(zip(*matrix))
+
+
+def rgb_to_ycbcr_adjoint(grad: Tensor, constants: str = "jfif5") -> Tensor:
+    """Adjoint of integer-mode :func:`rgb_to_ycbcr` (floors straight through): YCbCr gradient -> RGB gradient."""
+    table = _RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR
+    return _mix(_transposed(_fixed(table)), grad, (0.0,) * 3)
+
+
+def ycbcr_to_rgb_adjoint(grad: Tensor, constants: str = "jfif5") -> tuple[Tensor, Tensor]:
+    """Adjoint of integer-mode :func:`ycbcr_to_rgb`: RGB gradient -> (luma, chroma) gradients."""
+    table = _fixed(_CHROMA_TO_RGB_9 if constants == "jfif9" else _CHROMA_TO_RGB)
+    luma_and_chroma = tuple((1.0,) + row for row in table)  # luma enters each of R, G, B with weight 1
+    return _mix(_transposed(luma_and_chroma), grad, (0.0,) * 3).split((1, 2), dim=1)

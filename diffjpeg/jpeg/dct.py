@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .rounding import floor_ste
+from .rounding import floor_ste_
 
 #: orthonormal DC coefficient of a block of constant 1: the level shift by 128 is 1024 on the DC
 DC_GAIN = 8.0
@@ -215,7 +215,7 @@ def idct_8x8(coefficients: Tensor) -> Tensor:
     return along_rows(along_columns(coefficients, d), d)
 
 
-def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> Tensor:
+def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste_) -> Tensor:
     """libjpeg's islow forward DCT of integer-valued samples ``(..., H, W)``: rows, then columns.
 
     Returns coefficients in orthonormal units (islow output / 8, exact), in ``x``'s dtype.
@@ -225,10 +225,10 @@ def islow_dct_8x8(x: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> T
     first = x.double() if x.dtype != torch.float32 or tf32_matmul(x) else x
     y = _descaled_pass(along_rows, first, forward.to(first.dtype), CONST_BITS - PASS1_BITS, floor).double()
     y = _descaled_pass(along_columns, y, forward, CONST_BITS + PASS1_BITS, floor)
-    return (y * (1.0 / DC_GAIN)).to(x.dtype)
+    return y.to(x.dtype).mul_(1.0 / DC_GAIN)
 
 
-def islow_idct_8x8(coefficients: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste) -> Tensor:
+def islow_idct_8x8(coefficients: Tensor, floor: Callable[[Tensor], Tensor] = floor_ste_) -> Tensor:
     """libjpeg's islow inverse DCT of integer-valued dequantised coefficients: columns, then rows.
 
     Returns integer-valued samples (before the +128 level shift and the range limit).
@@ -237,3 +237,22 @@ def islow_idct_8x8(coefficients: Tensor, floor: Callable[[Tensor], Tensor] = flo
     y = _descaled_pass(along_columns, coefficients.double(), inverse, CONST_BITS - PASS1_BITS, floor)
     y = _descaled_pass(along_rows, y, inverse, CONST_BITS + PASS1_BITS + 3, floor)
     return y.to(coefficients.dtype)
+
+
+def _islow_round_trip_matrices() -> tuple[Tensor, Tensor]:
+    """With straight-through floors, ``islow_idct_8x8(islow_dct_8x8(X))`` is ``A X B^T`` per block
+    (``A``: the two column passes, ``B``: the two row passes, the 1/8 included); returns ``(A^T, B^T)``."""
+    forward, inverse = _ISLOW_FORWARD, _ISLOW_INVERSE
+    columns = inverse / (1 << (CONST_BITS - PASS1_BITS)) @ (forward / (1 << (CONST_BITS + PASS1_BITS)))
+    rows = inverse / (1 << (CONST_BITS + PASS1_BITS + 3)) @ (forward / (1 << (CONST_BITS - PASS1_BITS))) / DC_GAIN
+    return columns.T.contiguous(), rows.T.contiguous()
+
+
+_ISLOW_ROUND_TRIP_ADJOINT = _islow_round_trip_matrices()
+
+
+def islow_round_trip_adjoint(grad: Tensor) -> Tensor:
+    """Adjoint of the islow DCT, quantisation and islow inverse DCT with straight-through roundings
+    (``G -> A^T G B`` per 8x8 block of ``(..., H, W)``): the table's division and multiplication cancel."""
+    columns, rows = (m.to(device=grad.device, dtype=grad.dtype) for m in _ISLOW_ROUND_TRIP_ADJOINT)
+    return along_rows(along_columns(grad, columns), rows)

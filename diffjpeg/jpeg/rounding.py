@@ -31,8 +31,12 @@ TERMS = 10
 
 
 def round_half_away(x: Tensor) -> Tensor:
-    """Round to nearest, ties away from zero (libjpeg's quantiser; ``torch.round`` ties to even)."""
-    return torch.trunc(x + torch.copysign(torch.tensor(0.5, dtype=x.dtype, device=x.device), x))
+    """Round to nearest, ties away from zero (libjpeg's quantiser; ``torch.round`` ties to even).
+
+    ``floor(|x| + 1/2)`` with ``x``'s sign: the same values, signed zeros included, as
+    ``trunc(x + copysign(1/2, x))``, without ``trunc`` (several times slower than ``floor`` on the CPU).
+    """
+    return torch.abs(x).add_(0.5).floor_().copysign_(x)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -93,6 +97,23 @@ def sample_ste(x: Tensor) -> Tensor:
 def store_ste(x: Tensor) -> Tensor:
     """libjpeg's 8-bit sample storage ``clamp(floor(x + 1/2), 0, 255)``, with an identity gradient."""
     return sample_ste(x + 0.5)
+
+
+def _in_place_unless_recorded(ste: Callable[[Tensor], Tensor],
+                              in_place: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``ste`` for a temporary its caller drops: computed in the temporary's own storage (no new
+    buffer) when autograd does not record it, i.e. in a no-grad forward pass."""
+
+    def apply(x: Tensor) -> Tensor:
+        return ste(x) if torch.is_grad_enabled() and x.requires_grad else in_place(x)
+
+    return apply
+
+
+#: in-place forms of the straight-through roundings, for temporaries (the trailing ``_`` as in torch)
+floor_ste_ = _in_place_unless_recorded(floor_ste, torch.Tensor.floor_)
+sample_ste_ = _in_place_unless_recorded(sample_ste, lambda x: x.floor_().clamp_(0.0, 255.0))
+store_ste_ = _in_place_unless_recorded(store_ste, lambda x: x.add_(0.5).floor_().clamp_(0.0, 255.0))
 
 
 def round_cubic(x: Tensor) -> Tensor:
