@@ -101,15 +101,16 @@ def chroma_upsample(planes: Tensor, subsampling: str, integer: bool, method: str
     if method == "simple" or planes.shape[-1] <= 2:
         return planes.repeat_interleave(fv, dim=-2).repeat_interleave(fh, dim=-1)
     if fv == 2:
-        upper, lower = _triangle(planes, dim=-2)
-        planes = _interleave(upper, lower, dim=-2)
+        planes = _interleave(*_triangle(planes, dim=-2), dim=-2)
     left, right = _triangle(planes, dim=-1)
+    del planes  # the rows' interleave is not needed any more: free it before the output is made
     scale = 16.0 if fv == 2 else 4.0
     if not integer:
         return _interleave(left, right, dim=-1) * (1.0 / scale)
     bias_left, bias_right = (8.0, 7.0) if fv == 2 else (1.0, 2.0)
     k = 1.0 / scale  # a power of two: exact
-    return _interleave(floor_ste_((left + bias_left) * k), floor_ste_((right + bias_right) * k), dim=-1)
+    # left and right are fresh sums whose gradient needs no saved values: the bias and scale go in place
+    return _interleave(floor_ste_(left.add_(bias_left).mul_(k)), floor_ste_(right.add_(bias_right).mul_(k)), dim=-1)
 
 
 def chroma_upsample_adjoint(grad: Tensor, subsampling: str, method: str = "fancy") -> Tensor:

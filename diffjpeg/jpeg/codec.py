@@ -169,12 +169,18 @@ def _decode_planes(groups: Sequence[Tensor], qtables: Tensor, subsampling: str, 
                                                                            integer)), h, w))
             continue
         planes.append(crop(dequantize(coef, qtables[:, [min(i, 1) for i in group]], integer, options), ph, pw))
+    centred = False
     if channels == 3 and subsampling != "444" and options.upsampling != "dct":
-        planes[1] = crop(chroma_upsample(planes[1], subsampling, integer, options.upsampling), h, w)
+        # in integer mode the chroma is centred on the small plane, before upsampling: the filter's
+        # integer weights sum to its divisor, so its floors give what centring after it would
+        centred = integer
+        chroma = planes.pop() - CENTER if centred else planes.pop()
+        planes.append(crop(chroma_upsample(chroma, subsampling, integer, options.upsampling), h, w))
+        del chroma
     pixels = planes[0] if len(planes) == 1 else planes  # luma and chroma go to colour conversion apart
     if channels == 3:
-        pixels = ycbcr_to_rgb(pixels, integer, options.color)
-    return pixels / 255.0
+        pixels = ycbcr_to_rgb(pixels, integer, options.color, centred)
+    return pixels.div_(255.0)  # a fresh result: divided in place
 
 
 def encode_coefficients(x: Tensor, qtables: Tensor, subsampling: str = "420",
@@ -327,7 +333,7 @@ def _round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions) -
         chroma = pad_replicate_adjoint(chroma, ceil_div(h, fv), gw)
         chroma = pad_replicate_adjoint(chroma_downsample_adjoint(chroma, subsampling), h, w)
         luma = pad_replicate_adjoint(islow_round_trip_adjoint(crop_adjoint(luma, *_grid(sizes[0]))), h, w)
-        ycc = torch.cat((luma, chroma), 1)
+        ycc = (luma, chroma)
     else:
         ycc = grad if chroma is None else torch.cat((luma, chroma), 1)
         ycc = pad_replicate_adjoint(islow_round_trip_adjoint(crop_adjoint(ycc, *_grid(sizes[0]))), h, w)

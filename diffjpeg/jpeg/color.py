@@ -65,13 +65,15 @@ def rgb_to_ycbcr(rgb: Tensor, integer: bool, constants: str = "jfif5") -> Tensor
     return floor_ste_(_mix(_fixed(_RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR), rgb, offset))
 
 
-def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool, constants: str = "jfif5") -> Tensor:
+def ycbcr_to_rgb(ycc: Tensor | tuple[Tensor, Tensor], integer: bool, constants: str = "jfif5",
+                 centred: bool = False) -> Tensor:
     """YCbCr in [0, 255] -> RGB, clipped to [0, 255] (straight-through in integer mode).
 
-    ``ycc`` is ``(B, 3, H, W)`` or the pair ``(luma (B, 1, H, W), chroma (B, 2, H, W))``.
+    ``ycc`` is ``(B, 3, H, W)`` or the pair ``(luma (B, 1, H, W), chroma (B, 2, H, W))``; ``centred``:
+    the chroma already has 128 subtracted.
     """
     luma, chroma = ycc.split((1, 2), dim=1) if isinstance(ycc, Tensor) else ycc
-    chroma = chroma - CENTER
+    chroma = chroma if centred else chroma - CENTER
     if integer:  # luma is an integer, so it can join the floor of the fixed-point chroma term
         table = _CHROMA_TO_RGB_9 if constants == "jfif9" else _CHROMA_TO_RGB
         return sample_ste_(_mix(_fixed(table), chroma, (0.5,) * 3).add_(luma))
@@ -82,10 +84,18 @@ def _transposed(matrix) -> tuple[tuple[float, ...], ...]:
     return tuple(zip(*matrix))
 
 
-def rgb_to_ycbcr_adjoint(grad: Tensor, constants: str = "jfif5") -> Tensor:
-    """Adjoint of integer-mode :func:`rgb_to_ycbcr` (floors straight through): YCbCr gradient -> RGB gradient."""
+def rgb_to_ycbcr_adjoint(grad: Tensor | tuple[Tensor, Tensor], constants: str = "jfif5") -> Tensor:
+    """Adjoint of integer-mode :func:`rgb_to_ycbcr` (floors straight through): YCbCr gradient -> RGB gradient.
+
+    ``grad`` is ``(B, 3, H, W)`` or the pair (luma, chroma); the result is built in one buffer, the
+    chroma's share added in place.
+    """
     table = _RGB_TO_YCBCR_9 if constants == "jfif9" else _RGB_TO_YCBCR
-    return _mix(_transposed(_fixed(table)), grad, (0.0,) * 3)
+    luma, chroma = grad.split((1, 2), dim=1) if isinstance(grad, Tensor) else grad
+    m = torch.tensor(_transposed(_fixed(table)), dtype=luma.dtype, device=luma.device)  # rows R, G, B
+    out = m[:, 0].view(1, 3, 1, 1) * luma  # luma's share of R, G, B
+    out.flatten(2).baddbmm_(m[:, 1:].expand(luma.shape[0], 3, 2), chroma.flatten(2))
+    return out
 
 
 def ycbcr_to_rgb_adjoint(grad: Tensor, constants: str = "jfif5") -> tuple[Tensor, Tensor]:
