@@ -155,6 +155,29 @@ def test_killed_run_resumes_to_identical_results(checkpoint, tmp_path):
     assert records(broken) == records(whole)
 
 
+def test_compiled_attacks_give_the_eager_records(checkpoint, tmp_path, monkeypatch, capsys):
+    """``--compile`` (``compile = true``): every attacked graph goes through ``torch.compile`` per input
+    shape and the records equal eager mode's. dynamo's "eager" backend keeps this fast (the graph
+    capture, with its graph breaks, is torch.compile's own; inductor is tested in test_meta_compile)."""
+    compiled = []
+    real = torch.compile
+
+    def compile_eagerly(fn, **options):
+        compiled.append(fn)
+        return real(fn, backend="eager", **options)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    flags = ["--model", "small_cnn", "--checkpoint", checkpoint, "--data", "foolbox:cifar10", "--examples", "4",
+             "--batch-size", "4", "--defenses", "none", "diffjpeg:q=50", "jpeg:q=50", "--threat-models", "adaptive",
+             "--eps", "8/255", "--steps", "3", "--no-progress"]
+    assert main([*flags, "--out", str(tmp_path / "eager")]) == 0
+    assert not compiled
+    assert main([*flags, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    assert len(compiled) >= 3  # the forward or loss of each row's attacked model
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["config"]["compile"] is True
+    assert records(tmp_path / "compiled") == records(tmp_path / "eager")
+
+
 def test_torchrun_two_processes_match_one(checkpoint, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_cli(checkpoint, one), env=_env(), check=True, capture_output=True)

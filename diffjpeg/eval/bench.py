@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"output folder; rerunning the same command resumes it; one run at a time holds it "
                    f"(default: {d.out})")
     p.add_argument("--device", help=f"cpu | cuda | cuda:N (default: {d.device})")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="compile the attacked graphs per input shape with torch.compile (diffjpeg.compile); "
+                   "pays on a GPU, not on a small CPU (default: eager)")
     p.add_argument("--restart", action="store_true", default=None,
                    help="discard the results in --out and start over (default: resume)")
     p.add_argument("--download", action="store_true", default=None,

@@ -124,6 +124,9 @@ class BenchConfig:
     grid: str = "default"
     out: str = "bench-results"
     device: str = "cpu"
+    # attacked graphs compiled per input shape (diffjpeg.compile); pays where compiling is cheap against
+    # the attack (a GPU, long attacks): on a 2-core CPU each shape's compilation takes a minute or more
+    compile: bool = False
     progress: bool = True
     restart: bool = False
     download: bool = False

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..attacks.ensemble import Ensemble, from_specs, judge
 from ..attacks.registry import ATTACKS
+from ..compiled import compile as compile_per_shape
 from ..defenses.registry import DEFENSES
 from ..metrics import psnr, ssim
 from ..wrappers import EOT, DefendedModel, predict
@@ -134,6 +135,12 @@ class Context:
         with warnings.catch_warnings():  # evaluation models hold non-differentiable defenses on purpose
             warnings.simplefilter("ignore")
             return DefendedModel(self.classifier, defense, mean=self.mean, std=self.std).to(self.device).eval()
+
+    def attacked(self, graph: nn.Module | None) -> nn.Module:
+        """The model an attack differentiates: ``graph`` before the classifier, compiled per input shape
+        when the config asks for it (the same verdicts as eager mode, see ``tests/test_bench.py``)."""
+        model = self.model(graph)
+        return compile_per_shape(model) if self.cfg.compile else model
 
     def defense(self, spec: Spec, batch: int) -> nn.Module:
         """The defense for ``batch``, its randomness seeded by (seed, batch, defense) alone."""
@@ -254,7 +261,7 @@ def task_clean(ctx: Context, b: int, sl: slice) -> list[dict]:
 def task_transfer(ctx: Context, b: int, sl: slice, threat: ThreatModel, rows: list[Row]) -> list[dict]:
     """The attack and FGSM at every eps on ``threat``'s graph without the defense, judged through each row's."""
     x, y = ctx.images[sl].to(ctx.device), ctx.labels[sl].to(ctx.device)
-    source = ctx.model(threat.graph(None, ctx.cfg))
+    source = ctx.attacked(threat.graph(None, ctx.cfg))
     everything = torch.ones_like(y, dtype=torch.bool)
     advs = {}
     for eps in ctx.cfg.eps:  # attacked on every example (an example the source gets wrong may transfer)
@@ -278,7 +285,7 @@ def task_adaptive(ctx: Context, b: int, sl: slice, row: Row) -> list[dict]:
     evaluate = ctx.model(defense)
     defended = labels_of(evaluate, x)
     graph = threat.graph(defense, cfg)
-    attacked, chunk = ctx.model(graph), per_call(ctx, graph)
+    attacked, chunk = ctx.attacked(graph), per_call(ctx, graph)
     attack = partial(run, ctx, attacked, evaluate, x, y, draws=ctx.draws(defense), per_call=chunk)
     zero = {"zero_grad": zero_gradient_share(attacked, x, y, chunk)} if "Z" in threat.checks else {}
     iterative = any("steps" in ATTACKS.parameters(spec.name) for spec in ctx.parsed.attacks)  # S and B apply
