@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffjpeg.eval.report import MemoryRow, markdown, memory, peak_extra_memory
+from diffjpeg.eval import report
+from diffjpeg.eval.report import MemoryRow, markdown, memory, peak_extra_memory, speed
 
 MB = 4_000_000  # bytes of a 1000 x 1000 float32 tensor
 
@@ -32,3 +33,26 @@ def test_memory_rows_and_their_table():
 
 def test_memory_row_ratio():
     assert MemoryRow((1, 3, 8, 8), "cpu", 100, 200, "kornia", 500).ratio == 2.5
+
+
+def test_speed_times_the_compiled_layer_and_asserts_pillow_pixels(monkeypatch):
+    """``diffjpeg report --compile``: a compiled row per shape beside the eager one, the same kornia time
+    in both; dynamo's "eager" backend keeps the test fast (inductor: tests/test_meta_compile.py)."""
+    compiled = []
+    real = torch.compile
+
+    def compile_eagerly(fn, **options):
+        compiled.append(options)
+        return real(fn, backend="eager", **options)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    rows = speed(((2, 3, 32, 32),), repeats=1, exact=False, compiled=True)
+    assert [r.task for r in rows] == ["forward+backward", "forward+backward, compiled"]
+    assert rows[0].peer == rows[1].peer and all(r.ours > 0 for r in rows)
+    assert compiled and all(options["fullgraph"] for options in compiled)
+
+
+def test_speed_refuses_a_layer_that_is_not_pillow(monkeypatch):
+    monkeypatch.setattr(report, "diff_jpeg", lambda x, **kwargs: x * 1.0)  # differentiable, not JPEG
+    with pytest.raises(AssertionError, match="the layer differs from Pillow on the 2x3x32x32 timing batch at q=50"):
+        speed(((2, 3, 32, 32),), repeats=1, exact=False)

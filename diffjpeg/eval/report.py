@@ -2,8 +2,10 @@
 
 Fidelity: on the colour photos scikit-image ships (odd sizes included), compare each differentiable
 JPEG's output with Pillow's ``decode(encode(x))`` (libjpeg-turbo) at the same quality and
-subsampling: PSNR and the share of identical 8-bit pixels. Speed: forward + backward time of each
-layer on random batches. kornia's ``jpeg_codec_differentiable`` is measured in the same run.
+subsampling: PSNR and the share of identical 8-bit pixels. Speed: forward + backward time of the
+layer (eager, and compiled with ``--compile``) on batches of photo crops, and exact mode's forward
+pass against Pillow's encode + decode; kornia's ``jpeg_codec_differentiable`` is measured in the same
+run, and every timed forward pass is asserted to give Pillow's pixels.
 Peak memory: the extra bytes that forward + backward allocate, per input byte, beside kornia's.
 Presets: each codec preset (:mod:`diffjpeg.jpeg.presets`) against its own library's encode + decode
 through jpeglib, one column per preset: the share of identical 8-bit values.
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..jpeg.codec import diff_jpeg
+from ..compiled import compile as compile_module
+from ..jpeg.codec import DiffJPEG, diff_jpeg
 from ..jpeg.real import real_jpeg
 from ..jpeg.presets import PRESETS
 from ..metrics import psnr
@@ -261,25 +264,38 @@ def _against_kornia(measure: Callable[[Callable, torch.Tensor], float], shapes, 
 
 
 def speed(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", repeats: int = 5, q: int = 50,
-          exact: bool = True) -> list[SpeedRow]:
+          exact: bool = True, compiled: bool = False) -> list[SpeedRow]:
     """Forward+backward time of DiffJPEG vs kornia; exact mode's forward vs Pillow encode+decode.
 
-    The exact-mode row also asserts that both produce identical pixels.
+    The run asserts that every timed forward pass gives Pillow's pixels: the layer's at each shape
+    (eager and, with ``compiled``, :func:`diffjpeg.compile`'s fullgraph module, whose compilation is
+    the untimed warm-up call) and exact mode's.
     """
     timed = _against_kornia(lambda layer, x: time_forward_backward(layer, x, repeats), shapes, device, q, "speed")
-    rows = [SpeedRow("forward+backward", shape, device, ours, "kornia", peer) for shape, _, ours, peer in timed]
+    rows = []
+    for shape, x, ours, peer in timed:
+        _assert_pillow(diff_jpeg(x, q=q), x, q, "the layer")
+        rows.append(SpeedRow("forward+backward", shape, device, ours, "kornia", peer))
+        if compiled:
+            layer = compile_module(DiffJPEG(q=q).to(x.device), after=1, fullgraph=True)
+            _assert_pillow(layer(x.detach().requires_grad_()).detach(), x, q, "the compiled layer")
+            rows.append(SpeedRow("forward+backward, compiled", shape, device, time_forward_backward(layer, x, repeats),
+                                 "kornia", peer))
     dev = torch.device(device)
     if not exact:
         return rows
     x = photo_batch(shapes[-1]).to(dev)
     with torch.no_grad():
         ours = time_call(lambda: diff_jpeg(x, q=75, exact=True), repeats, dev)
-        same = torch.equal(diff_jpeg(x, q=75, exact=True).cpu(), real_jpeg(x.cpu(), q=75, backend="pillow"))
-    if not same:
-        raise AssertionError("exact mode differs from Pillow on the timing batch")
+        _assert_pillow(diff_jpeg(x, q=75, exact=True), x, 75, "exact mode")
     pillow = time_call(lambda: real_jpeg(x.cpu(), q=75, backend="pillow"), repeats)
     rows.append(SpeedRow("exact forward", tuple(shapes[-1]), device, ours, "Pillow encode+decode (CPU)", pillow))
     return rows
+
+
+def _assert_pillow(out: torch.Tensor, x: torch.Tensor, q: int, what: str) -> None:
+    if not torch.equal(out.cpu(), real_jpeg(x.detach().cpu(), q=q, backend="pillow")):
+        raise AssertionError(f"{what} differs from Pillow on the {'x'.join(map(str, x.shape))} timing batch at q={q}")
 
 
 def memory(shapes=((8, 3, 256, 256), (32, 3, 224, 224)), device="cpu", q: int = 50) -> list[MemoryRow]:
@@ -368,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the speed part (cpu, cuda)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per speed measurement")
     parser.add_argument("--no-exact", action="store_true", help="skip exact mode")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the layer compiled (diffjpeg.compile, fullgraph; about a minute per shape "
+                        "on a 2-core CPU)")
     parser.add_argument("--no-presets", action="store_true", help="skip the presets-against-their-libraries table")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -383,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # the CIFAR-sized batch is where the fixed cost per call shows; the last shape times exact mode
         images, qualities, shapes = photos(), QUALITIES, ((8, 3, 256, 256), (128, 3, 32, 32), (32, 3, 224, 224))
     fid = fidelity(images, qualities, exact=not args.no_exact)
-    spd = speed(shapes, device=args.device, repeats=args.repeats, exact=not args.no_exact)
+    spd = speed(shapes, device=args.device, repeats=args.repeats, exact=not args.no_exact, compiled=args.compile)
     preset_images = [(f"{n}[:96,:96]", image[:96, :96]) for n, image in images[:1]] if args.quick else images
     pre = [] if args.no_presets else preset_fidelity(preset_images, qualities)
     mem = memory(shapes, device=args.device)
