@@ -65,3 +65,19 @@ def classifier():
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """``torch.compile`` on dynamo's "eager" backend: the real graph capture (graph breaks, guards) without
+    inductor's code generation, which takes a minute per graph on a small CPU. Returns the list of the
+    calls' ``(function, options)``."""
+    calls = []
+    real = torch.compile
+
+    def compile_eagerly(fn, **options):
+        calls.append((fn, options))
+        return real(fn, backend="eager", **options)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    return calls

@@ -155,18 +155,11 @@ def test_killed_run_resumes_to_identical_results(checkpoint, tmp_path):
     assert records(broken) == records(whole)
 
 
-def test_compiled_attacks_give_the_eager_records(checkpoint, tmp_path, monkeypatch, capsys):
+def test_compiled_attacks_give_the_eager_records(checkpoint, tmp_path, eager_compile, capsys):
     """``--compile`` (``compile = true``): every attacked graph goes through ``torch.compile`` per input
-    shape and the records equal eager mode's. dynamo's "eager" backend keeps this fast (the graph
-    capture, with its graph breaks, is torch.compile's own; inductor is tested in test_meta_compile)."""
-    compiled = []
-    real = torch.compile
-
-    def compile_eagerly(fn, **options):
-        compiled.append(fn)
-        return real(fn, backend="eager", **options)
-
-    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    shape and the records equal eager mode's (dynamo's graph capture on its "eager" backend, see
+    conftest; inductor is tested in test_meta_compile)."""
+    compiled = eager_compile
     flags = ["--model", "small_cnn", "--checkpoint", checkpoint, "--data", "foolbox:cifar10", "--examples", "4",
              "--batch-size", "4", "--defenses", "none", "diffjpeg:q=50", "jpeg:q=50", "--threat-models", "adaptive",
              "--eps", "8/255", "--steps", "3", "--no-progress"]

@@ -35,21 +35,13 @@ def test_memory_row_ratio():
     assert MemoryRow((1, 3, 8, 8), "cpu", 100, 200, "kornia", 500).ratio == 2.5
 
 
-def test_speed_times_the_compiled_layer_and_asserts_pillow_pixels(monkeypatch):
+def test_speed_times_the_compiled_layer_and_asserts_pillow_pixels(eager_compile):
     """``diffjpeg report --compile``: a compiled row per shape beside the eager one, the same kornia time
-    in both; dynamo's "eager" backend keeps the test fast (inductor: tests/test_meta_compile.py)."""
-    compiled = []
-    real = torch.compile
-
-    def compile_eagerly(fn, **options):
-        compiled.append(options)
-        return real(fn, backend="eager", **options)
-
-    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    in both (dynamo's graph capture on its "eager" backend, see conftest; inductor: test_meta_compile)."""
     rows = speed(((2, 3, 32, 32),), repeats=1, exact=False, compiled=True)
     assert [r.task for r in rows] == ["forward+backward", "forward+backward, compiled"]
     assert rows[0].peer == rows[1].peer and all(r.ours > 0 for r in rows)
-    assert compiled and all(options["fullgraph"] for options in compiled)
+    assert eager_compile and all(options["fullgraph"] for _, options in eager_compile)
 
 
 def test_speed_refuses_a_layer_that_is_not_pillow(monkeypatch):

@@ -169,8 +169,13 @@ def islow_matrices(device: torch.device) -> tuple[Tensor, Tensor]:
 def along_rows(x: Tensor, m: Tensor, bias: float = 0.0) -> Tensor:
     """``m @ run + bias`` for the 8 samples of each block row (horizontal 1-D transform) of ``(..., H, W)``."""
     *lead, h, w = x.shape
-    runs = x.reshape(-1, 8)
-    out = torch.addmm(runs.new_tensor(bias).expand(8), runs, m.T) if bias else runs @ m.T
+    # (N, 8) @ (8, 8) is so thin that float32 products on the CPU run far below the speed of memory; two
+    # runs side by side against the block-diagonal (16, 16) matrix are about 3x faster (measured), with
+    # the same terms plus exact zeros
+    pair = x.dtype == torch.float32 and x.device.type == "cpu" and w % 16 == 0
+    mt = torch.block_diag(m.T, m.T) if pair else m.T
+    runs = x.reshape(-1, mt.shape[0])
+    out = torch.addmm(runs.new_tensor(bias).expand(mt.shape[0]), runs, mt) if bias else runs @ mt
     return out.reshape(*lead, h, w)
 
 
