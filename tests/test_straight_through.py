@@ -69,7 +69,7 @@ def test_learnable_tables_keep_the_recorded_graph_and_get_gradients():
     assert type(out.grad_fn).__name__ != "_StraightThroughRoundTripBackward"
     out.sum().backward()
     assert layer.parametrizations.qtables.original.grad.abs().sum() > 0
-    # the input's gradient does not depend on which path computed it (up to a few float32 roundings)
+    # the input's gradient does not depend on which path computed it
     fixed = x.detach().clone().requires_grad_()
     DiffJPEG(qtables=layer.qtables.detach())(fixed).sum().backward()
-    assert torch.allclose(x.grad, fixed.grad, rtol=0, atol=2e-6 * x.grad.abs().max().item())
+    assert torch.allclose(x.grad, fixed.grad, rtol=0, atol=5e-7 * x.grad.abs().max().item())

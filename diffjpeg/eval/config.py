@@ -125,7 +125,7 @@ class BenchConfig:
     out: str = "bench-results"
     device: str = "cpu"
     # attacked graphs compiled per input shape (diffjpeg.compile); pays where compiling is cheap against
-    # the attack (a GPU, long attacks): on a 2-core CPU each shape's compilation takes a minute or more
+    # the attack (a GPU, long attacks): on a 2-core CPU each shape's compilation takes 15-40 s
     compile: bool = False
     progress: bool = True
     restart: bool = False

@@ -385,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per speed measurement")
     parser.add_argument("--no-exact", action="store_true", help="skip exact mode")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the layer compiled (diffjpeg.compile, fullgraph; about a minute per shape "
-                        "on a 2-core CPU)")
+                        help="also time the layer compiled (diffjpeg.compile, fullgraph; 15-40 s of compilation per "
+                        "shape on a 2-core CPU)")
     parser.add_argument("--no-presets", action="store_true", help="skip the presets-against-their-libraries table")
     args = parser.parse_args(argv)
     if args.repeats < 1:

@@ -114,12 +114,12 @@ def dequantize_planes(coefficients: Tensor, tables: Tensor, integer: bool, optio
     if integer and options.idct != "islow":
         return _pixel_store(True)(presets.inverse_dct(coefficients, tables, options.idct))
     blocks, t = _blockwise(coefficients, tables)
-    coef = (blocks * (t.double() if integer else t)).reshape(coefficients.shape)  # the islow inverse runs in float64
+    coef = (blocks * t).reshape(coefficients.shape)
     coef[..., ::BLOCK, ::BLOCK] += CENTER * DC_GAIN
     if not integer:
         return _clip(idct_8x8(coef))
     # the islow output is integer-valued: storing it as a sample is the range limit alone
-    return sample_ste_(islow_idct_8x8(coef).to(coefficients.dtype))
+    return sample_ste_(islow_idct_8x8(coef))
 
 
 def _encode_planes(x: Tensor, qtables: Tensor, subsampling: str, quantize, integer: bool,
