@@ -50,7 +50,9 @@ def test_values_and_gradient_match_the_recorded_pipeline(preset, dtype):
         assert torch.equal(out_recorded, out_fused), where
         scale = grad_recorded.abs().max()
         assert scale > 0, where
-        assert (grad_recorded - grad_fused).abs().max() <= 5e-7 * scale, where
+        # float rounding only: at most 8 units in the last place of the largest entry (4.5 seen, in both dtypes,
+        # on an Intel Xeon; a wrong adjoint is off by whole units)
+        assert (grad_recorded - grad_fused).abs().max() <= 8 * torch.finfo(dtype).eps * scale, where
 
 
 def test_layer_uses_one_node_and_keeps_nothing_for_backward():
@@ -72,4 +74,6 @@ def test_learnable_tables_keep_the_recorded_graph_and_get_gradients():
     # the input's gradient does not depend on which path computed it
     fixed = x.detach().clone().requires_grad_()
     DiffJPEG(qtables=layer.qtables.detach())(fixed).sum().backward()
-    assert torch.allclose(x.grad, fixed.grad, rtol=0, atol=5e-7 * x.grad.abs().max().item())
+    # up to float rounding: 8 units in the last place of the largest entry (5 seen over 20 seeds on an Intel Xeon)
+    bound = 8 * torch.finfo(x.dtype).eps * x.grad.abs().max().item()
+    assert torch.allclose(x.grad, fixed.grad, rtol=0, atol=bound)
