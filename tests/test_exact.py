@@ -5,6 +5,7 @@ writes and reads on this machine; the reference tables are the ones Pillow repor
 """
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, features
 
+from diffjpeg.jpeg import native
 from diffjpeg.jpeg.exact import exact_decode, exact_encode, exact_jpeg
 
 jpeglib = pytest.importorskip("jpeglib")
@@ -91,7 +93,7 @@ def from_tensor(t: torch.Tensor) -> np.ndarray:
 
 
 def check_batch(imgs: list[np.ndarray], mode: str, qualities=None, tables=None, label=""):
-    """exact_jpeg on the whole batch must equal Pillow image by image."""
+    """exact_jpeg on the whole batch must equal Pillow image by image, in C and in the tensor code."""
     refs, qts = [], []
     for i, img in enumerate(imgs):
         ref, qt, _ = pillow_round_trip(img, mode, None if qualities is None else qualities[i],
@@ -99,12 +101,14 @@ def check_batch(imgs: list[np.ndarray], mode: str, qualities=None, tables=None, 
         refs.append(ref)
         qts.append(qt)
     ss = "420" if mode == "L" else mode
-    got = from_tensor(exact_jpeg(to_tensor(imgs), torch.from_numpy(np.stack(qts)), ss))
-    for i, ref in enumerate(refs):
-        diff = got[i].astype(int) - ref.astype(int)
-        assert not diff.any(), (
-            f"{label} image {i} (q={None if qualities is None else qualities[i]}): "
-            f"{np.count_nonzero(diff)}/{diff.size} pixels differ, max |diff| {np.abs(diff).max()}")
+    for path in ("native", "tensor"):  # the CPU's compiled round trip, and the code every other device runs
+        with native.disabled() if path == "tensor" else contextlib.nullcontext():
+            got = from_tensor(exact_jpeg(to_tensor(imgs), torch.from_numpy(np.stack(qts)), ss))
+        for i, ref in enumerate(refs):
+            diff = got[i].astype(int) - ref.astype(int)
+            assert not diff.any(), (
+                f"{label} image {i} (q={None if qualities is None else qualities[i]}, {path}): "
+                f"{np.count_nonzero(diff)}/{diff.size} pixels differ, max |diff| {np.abs(diff).max()}")
 
 
 # ---------------------------------------------------------------------------------- tests

@@ -27,7 +27,7 @@ from .chroma import (FACTORS, chroma_downsample, chroma_downsample_adjoint, chro
                      plane_sizes, sampling_factors)
 from .color import CENTER, rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import DC_GAIN, dct_8x8, idct_8x8, islow_dct_8x8, islow_idct_8x8, islow_round_trip_adjoint
-from . import presets
+from . import native, presets
 from .presets import PILLOW, CodecOptions, resolve_preset
 from .rounding import (ROUNDINGS, TEMPERATURE, TERMS, floor_ste, round_ste, rounding_function,
                        sample_ste_, store_ste_, straight_through)
@@ -303,7 +303,13 @@ def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str =
 
 def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Callable[[Tensor], Tensor],
                      integer: bool, options: CodecOptions = PILLOW) -> Tensor:
-    """Encode and decode ``x`` ``(B, C, H, W)`` in [0, 1] with ``(B, 2, 8, 8)`` tables."""
+    """Encode and decode ``x`` ``(B, C, H, W)`` in [0, 1] with ``(B, 2, 8, 8)`` tables.
+
+    The integer round trip without a graph to record runs in C on the CPU (:mod:`.native`, the same
+    values); everything else runs the tensor stages.
+    """
+    if integer and quantize is round_ste and native.serves(x, tables, options):
+        return native.integer_round_trip(x, tables, subsampling, options)
     coefficients = _encode_planes(x, tables, subsampling, quantize, integer, options)
     return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer, options=options)
 

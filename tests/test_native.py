@@ -1,0 +1,169 @@
+"""The compiled round trip (``diffjpeg.jpeg.native``) against the tensor code it replaces on the CPU.
+
+Both must give the same values bit for bit, for every subsampling, channel count, partial block,
+quality, per-image and custom table, dtype, memory layout and preset it serves; it must stay out of
+recorded graphs and other devices, stay in ``torch.compile``'s graph, and without a compiler the codec
+must fall back, with a warning, to the tensor code.
+"""
+import itertools
+import shutil
+
+import pytest
+import torch
+
+from diffjpeg import DiffJPEG, diff_jpeg
+from diffjpeg.eval.report import photo_batch
+from diffjpeg.jpeg import native
+from diffjpeg.jpeg.codec import codec_round_trip, resolve_qtables
+from diffjpeg.jpeg.presets import PILLOW, PRESETS, resolve_preset
+from diffjpeg.jpeg.real import real_jpeg
+from diffjpeg.jpeg.rounding import round_ste
+
+HAS_COMPILER = shutil.which("cc") is not None or shutil.which("gcc") is not None
+SERVED = [name for name, (options, _, _) in PRESETS.items() if native.serves(torch.zeros(1), torch.zeros(1), options)]
+pytestmark = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the codec runs the tensor code")
+
+
+def _both(fn):
+    """``fn()`` with the compiled round trip and with the tensor code."""
+    with torch.no_grad():
+        compiled = fn()
+        with native.disabled():
+            tensors = fn()
+    return compiled, tensors
+
+
+def test_served_presets_include_pillow_and_simple_upsampling():
+    assert {"pillow", "turbo-simple"} <= set(SERVED)
+    assert "turbo-fast" not in SERVED and "libjpeg9" not in SERVED  # ifast DCT, DCT-domain chroma: tensor code
+
+
+def test_the_compiled_round_trip_is_used(monkeypatch):
+    assert native.available()
+    calls = []
+    original = native._library.integer_round_trip
+    monkeypatch.setattr(native._library, "integer_round_trip", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        diff_jpeg(torch.rand(2, 3, 16, 16), q=50, exact=True)
+    assert calls == [1]
+    with native.disabled(), torch.no_grad():
+        diff_jpeg(torch.rand(2, 3, 16, 16), q=50, exact=True)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("preset", SERVED)
+def test_same_values_as_the_tensor_code(preset):
+    torch.manual_seed(0)
+    options = resolve_preset(preset)
+    sizes = [(1, 1), (1, 7), (2, 3), (8, 8), (13, 29), (37, 9), (40, 2), (3, 50), (64, 48)]
+    for (h, w), channels, subsampling, dtype in itertools.product(sizes, [1, 3], ["420", "422", "444"],
+                                                                  [torch.float32, torch.float64]):
+        x = torch.rand(5, channels, h, w, dtype=dtype)
+        tables = resolve_qtables(torch.tensor([1.0, 12.0, 50.0, 97.0, 100.0]), None, 5, "cpu", dtype, options)
+        compiled, tensors = _both(lambda: codec_round_trip(x, tables, subsampling, round_ste, True, options))
+        assert compiled.dtype == dtype
+        assert torch.equal(compiled, tensors), (preset, channels, h, w, subsampling, dtype)
+
+
+def test_same_values_on_photos_with_per_image_and_custom_tables():
+    x = photo_batch((6, 3, 64, 80))
+    q = torch.tensor([3.0, 20.0, 49.0, 50.0, 75.0, 100.0])
+    compiled, tensors = _both(lambda: diff_jpeg(x, q=q))
+    assert torch.equal(compiled, tensors)
+    assert torch.equal(compiled, real_jpeg(x, q=q, backend="pillow"))
+    tables = torch.randint(1, 256, (2, 8, 8), generator=torch.Generator().manual_seed(1)).float()
+    for subsampling in ("444", "422", "420"):
+        compiled, tensors = _both(lambda: diff_jpeg(x, qtables=tables, subsampling=subsampling))
+        assert torch.equal(compiled, tensors), subsampling
+
+
+def test_any_memory_layout_and_inputs_on_the_rounding_boundaries():
+    base = photo_batch((4, 3, 40, 56))  # a channels-last view: read in place, no copy
+    # values whose 255 x + 1/2 lies on or next to an integer, where a fused and an unfused multiply-add
+    # could differ
+    k = torch.arange(256, dtype=torch.float32)
+    edges = torch.cat([(k + 0.5) / 255, torch.nextafter((k + 0.5) / 255, torch.tensor(0.0)), k / 255]).clamp(0, 1)
+    boundary = edges[torch.randint(len(edges), (2, 3, 24, 32), generator=torch.Generator().manual_seed(0))]
+    for x in (base, base.contiguous(), base[:, :, 3:, ::2], base.permute(0, 1, 3, 2), boundary, boundary.double()):
+        compiled, tensors = _both(lambda: diff_jpeg(x, q=60))
+        assert torch.equal(compiled, tensors)
+
+
+def test_same_values_on_one_and_several_threads():
+    x = photo_batch((5, 3, 48, 48))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one = diff_jpeg(x, q=40)
+        torch.set_num_threads(3)
+        with torch.no_grad():
+            several = diff_jpeg(x, q=40)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, several)
+
+
+def test_gradient_unchanged_by_the_compiled_forward():
+    x = photo_batch((2, 3, 24, 40)).requires_grad_()
+    grad = torch.randn(2, 3, 24, 40)
+    out = DiffJPEG(q=30)(x)
+    out.backward(grad)
+    with native.disabled():
+        y = x.detach().clone().requires_grad_()
+        ref = DiffJPEG(q=30)(y)
+        ref.backward(grad)
+    assert torch.equal(out, ref)
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_kept_out_of_graphs_other_dtypes_devices_and_presets():
+    x, tables = torch.zeros(1, 3, 8, 8), torch.ones(1, 2, 8, 8)
+    assert native.serves(x, tables, PILLOW)
+    assert native.serves(x.double(), tables, PILLOW)
+    assert not native.serves(x.half(), tables, PILLOW)
+    assert not native.serves(x.to("meta"), tables.to("meta"), PILLOW)
+    assert not native.serves(x.requires_grad_(), tables, PILLOW)
+    with torch.no_grad():
+        assert native.serves(x, tables, PILLOW)
+    assert not native.serves(torch.zeros(1, 3, 8, 8), tables, resolve_preset("turbo-ifast"))
+    learnable = torch.full((1, 2, 8, 8), 10.0, requires_grad=True)
+    assert not native.serves(torch.zeros(1, 3, 8, 8), learnable, PILLOW)
+    out = codec_round_trip(torch.rand(1, 3, 16, 16), learnable, "420", round_ste, True)
+    assert out.requires_grad  # the recorded tensor code, whose gradient reaches the tables
+
+
+def test_compiles_into_one_graph_with_the_same_values():
+    x = photo_batch((2, 3, 24, 24))
+    tables = resolve_qtables(50.0, None, 2, "cpu", torch.float32, PILLOW)
+    fn = torch.compile(lambda x: codec_round_trip(x, tables, "420", round_ste, True), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert torch.equal(fn(x), codec_round_trip(x, tables, "420", round_ste, True))
+    meta = torch.ops.diffjpeg.integer_round_trip(x.to("meta"), tables.to("meta"), "420", "fancy", "jfif5")
+    assert meta.shape == x.shape and meta.device.type == "meta"
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("DIFFJPEG_NATIVE", "0")
+    assert not native.available()
+    assert not native.serves(torch.zeros(1, 3, 8, 8), torch.ones(1, 2, 8, 8), PILLOW)
+
+
+def test_a_failing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setenv("DIFFJPEG_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    with pytest.warns(RuntimeWarning, match="compiling native.c failed"):
+        assert not native.available()
+    with torch.no_grad():
+        x = torch.rand(1, 3, 16, 16)
+        assert torch.equal(diff_jpeg(x, q=50), real_jpeg(x, q=50, backend="pillow"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_compiler_warns_and_falls_back(monkeypatch):
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert not native.available()
