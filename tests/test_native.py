@@ -10,11 +10,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import rounding_bound
 
 from diffjpeg import DiffJPEG, diff_jpeg
 from diffjpeg.eval.report import photo_batch
 from diffjpeg.jpeg import native
-from diffjpeg.jpeg.codec import codec_round_trip, resolve_qtables
+from diffjpeg.jpeg.codec import _round_trip_adjoint, codec_round_trip, resolve_qtables
 from diffjpeg.jpeg.presets import PILLOW, PRESETS, resolve_preset
 from diffjpeg.jpeg.real import real_jpeg
 from diffjpeg.jpeg.rounding import round_ste
@@ -104,7 +105,27 @@ def test_same_values_on_one_and_several_threads():
     assert torch.equal(one, several)
 
 
-def test_gradient_unchanged_by_the_compiled_forward():
+@pytest.mark.parametrize("preset", SERVED)
+def test_adjoint_matches_the_tensor_adjoint(preset):
+    """The C adjoint computes in double: within float rounding of the tensor adjoint in both dtypes (the
+    straight-through tests compare both with autograd's gradient)."""
+    torch.manual_seed(0)
+    options = resolve_preset(preset)
+    sizes = [(1, 1), (1, 7), (2, 3), (8, 8), (13, 29), (37, 9), (40, 2), (3, 50), (64, 48)]
+    for (h, w), channels, subsampling, dtype in itertools.product(sizes, [1, 3], ["420", "422", "444"],
+                                                                  [torch.float32, torch.float64]):
+        grad = torch.randn(3, channels, h, w, dtype=dtype)
+        ours = native.integer_round_trip_adjoint(grad, subsampling, options)
+        reference = _round_trip_adjoint(grad.double(), subsampling, options)
+        assert ours.dtype == dtype
+        where = (preset, channels, h, w, subsampling, dtype)
+        assert (ours.double() - reference).abs().max() <= rounding_bound(ours), where
+    strided = torch.randn(2, 3, 40, 24).transpose(-1, -2)  # any memory layout
+    assert torch.equal(native.integer_round_trip_adjoint(strided, "420", options),
+                       native.integer_round_trip_adjoint(strided.contiguous(), "420", options))
+
+
+def test_layer_gradient_from_the_compiled_pass_and_kept_for_second_derivatives():
     x = photo_batch((2, 3, 24, 40)).requires_grad_()
     grad = torch.randn(2, 3, 24, 40)
     out = DiffJPEG(q=30)(x)
@@ -114,7 +135,12 @@ def test_gradient_unchanged_by_the_compiled_forward():
         ref = DiffJPEG(q=30)(y)
         ref.backward(grad)
     assert torch.equal(out, ref)
-    assert torch.equal(x.grad, y.grad)
+    assert torch.allclose(x.grad, y.grad, rtol=0, atol=rounding_bound(y.grad))
+    assert not torch.equal(x.grad, y.grad)  # computed in C (in double), not by the tensor adjoint
+    z = x.detach().clone().requires_grad_()
+    (first,) = torch.autograd.grad(DiffJPEG(q=30)(z), z, grad.requires_grad_(), create_graph=True)
+    assert first.requires_grad  # a recorded backward keeps the tensor adjoint, itself differentiable
+    assert torch.allclose(first, y.grad, rtol=0, atol=rounding_bound(y.grad))
 
 
 def test_kept_out_of_graphs_other_dtypes_devices_and_presets():

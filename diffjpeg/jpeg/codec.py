@@ -359,6 +359,8 @@ class _StraightThroughRoundTrip(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if native.serves_gradient(grad, ctx.options):
+            return native.integer_round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
         return _round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
 
 

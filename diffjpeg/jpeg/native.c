@@ -9,11 +9,16 @@
  *
  * Integer bounds: |forward pass 2 sum| <= 2^16 * 4096 = 2^28; |inverse pass 2 sum| <= 61214 *
  * 34436 < 2^31 (dequantised coefficients are at most 1024 + 255/2). int32 suffices throughout.
+ *
+ * integer_round_trip_adjoint is the backward pass of the straight-through round trip: the transpose
+ * of its linear part, stage by stage in reverse (codec._round_trip_adjoint), computed in double.
+ * Scratch memory is a torch tensor the caller allocates, so that torch's memory profiler counts it.
  */
 #include <math.h>
-#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -24,15 +29,16 @@ typedef struct {
 } constants;
 
 typedef struct {
-    const void *input;   /* (B, C, H, W) float32 or float64 in [0, 1] */
-    void *output;        /* the same shape and dtype: 8-bit values / 255 */
-    const int32_t *tables; /* (B, 2, 64) integer tables, natural order */
+    const void *input;   /* (B, C, H, W) float32 or float64: images in [0, 1], or the output's gradient */
+    void *output;        /* (B, C, H, W) contiguous, the same dtype: the images, or the input's gradient */
+    const int32_t *tables; /* (B, 2, 64) integer tables, natural order (forward only) */
     const constants *k;
+    const double *adjoint; /* the islow round trip's adjoint per block: 8x8 column and 8x8 row matrices */
+    uint8_t *scratch;    /* scratch_bytes(...) per thread, allocated by the caller */
+    long scratch_size;
     long batch, channels, height, width;
     long stride[4];      /* the input's strides, in elements */
     int fv, fh, is_double, fancy;
-    long next;           /* the next image to take (atomic) */
-    int failed;          /* set when scratch memory ran out */
 } job;
 
 static int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
@@ -244,23 +250,44 @@ static void to_rgb_row(const int16_t *y, const uint8_t *cb, const uint8_t *cr, l
     }
 }
 
-/* One image; returns 0 when out of memory. */
-static int image_round_trip(const job *j, long b) {
-    long h = j->height, w = j->width, n = h * w, c = j->channels;
-    long rows = ceil_div(h, 8) * 8, cols = ceil_div(w, 8) * 8;
-    int sub = c == 3 && (j->fv > 1 || j->fh > 1);
-    long ph = ceil_div(h, j->fv), pw = ceil_div(w, j->fh);
-    long crows = sub ? ceil_div(ph, 8) * 8 : rows, ccols = sub ? ceil_div(pw, 8) * 8 : cols;
-    long grid = rows * cols + (c == 3 ? 2 * crows * ccols : 0);
-    uint8_t *pixels = malloc(c * n + 2 * w);
-    int16_t *planes = malloc(grid * sizeof(int16_t));
-    int32_t *colsum = malloc(w * sizeof(int32_t));
-    if (!pixels || !planes || !colsum) {
-        free(pixels), free(planes), free(colsum);
-        return 0;
-    }
+/* Scratch layout of one image, each part rounded up to 64 bytes. */
+typedef struct {
+    long h, w, n, rows, cols, ph, pw, crows, ccols;
+    int sub;
+    long pixels, planes, chroma, rowbuf, total;  /* byte offsets of the parts, and the total */
+} layout;
+
+static long round64(long bytes) { return (bytes + 63) / 64 * 64; }
+
+static layout plan(long c, long h, long w, int fv, int fh, int backward) {
+    layout l;
+    l.h = h, l.w = w, l.n = h * w;
+    l.rows = ceil_div(h, 8) * 8, l.cols = ceil_div(w, 8) * 8;
+    l.sub = c == 3 && (fv > 1 || fh > 1);
+    l.ph = ceil_div(h, fv), l.pw = ceil_div(w, fh);
+    l.crows = l.sub ? ceil_div(l.ph, 8) * 8 : l.rows, l.ccols = l.sub ? ceil_div(l.pw, 8) * 8 : l.cols;
+    long sample = backward ? (long)sizeof(double) : (long)sizeof(int16_t);
+    l.pixels = 0;
+    l.planes = backward ? 0 : round64(c * l.n + 2 * w);  /* forward: 8-bit pixels and two upsampled rows */
+    l.chroma = l.planes + round64(l.rows * l.cols * sample);
+    l.rowbuf = l.chroma + (c == 3 ? round64(2 * l.crows * l.ccols * sample) : 0);
+    l.total = l.rowbuf + round64((w + 2) * (backward ? 5 * (long)sizeof(double) : (long)sizeof(int32_t)));
+    return l;
+}
+
+long scratch_bytes(long channels, long height, long width, int fv, int fh, int backward) {
+    return plan(channels, height, width, fv, fh, backward).total;
+}
+
+/* One image through encode and decode. */
+static void image_round_trip(const job *j, long b, uint8_t *scratch) {
+    long c = j->channels;
+    layout l = plan(c, j->height, j->width, j->fv, j->fh, 0);
+    long h = l.h, w = l.w, n = l.n, rows = l.rows, cols = l.cols, crows = l.crows, ccols = l.ccols;
+    uint8_t *pixels = scratch + l.pixels;
+    int16_t *luma = (int16_t *)(scratch + l.planes), *cb = (int16_t *)(scratch + l.chroma), *cr = cb + crows * ccols;
+    int32_t *colsum = (int32_t *)(scratch + l.rowbuf);
     const int32_t *luma_table = j->tables + b * 128, *chroma_table = luma_table + 64;
-    int16_t *luma = planes, *cb = planes + rows * cols, *cr = cb + crows * ccols;
     load(j, b, pixels);
     if (c == 3) to_ycbcr(pixels, n, j->k->to_ycc);
     to_grid(pixels, h, w, luma, rows, cols);
@@ -268,15 +295,15 @@ static int image_round_trip(const job *j, long b) {
     if (c == 3) {
         for (int p = 1; p < 3; p++) {
             int16_t *dst = p == 1 ? cb : cr;
-            if (sub) downsample(pixels + p * n, h, w, j->fv, j->fh, dst, crows, ccols);
+            if (l.sub) downsample(pixels + p * n, h, w, j->fv, j->fh, dst, crows, ccols);
             else to_grid(pixels + p * n, h, w, dst, crows, ccols);
             plane_round_trip(dst, crows, ccols, j->k, chroma_table);
         }
         uint8_t *ucb = pixels + c * n, *ucr = ucb + w;  /* one upsampled row of each chroma plane */
         for (long y = 0; y < h; y++) {
-            if (sub) {
-                upsample_row(cb, ph, pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucb);
-                upsample_row(cr, ph, pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucr);
+            if (l.sub) {
+                upsample_row(cb, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucb);
+                upsample_row(cr, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucr);
             } else {
                 for (long x = 0; x < w; x++) ucb[x] = (uint8_t)cb[y * ccols + x], ucr[x] = (uint8_t)cr[y * ccols + x];
             }
@@ -288,33 +315,198 @@ static int image_round_trip(const job *j, long b) {
             for (long x = 0; x < w; x++) pixels[y * w + x] = (uint8_t)luma[y * cols + x];
     }
     store(j, b, pixels);
-    free(pixels), free(planes), free(colsum);
-    return 1;
 }
 
-static void *worker(void *arg) {
-    job *j = arg;
-    for (;;) {
-        long b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-        if (b >= j->batch) return NULL;
-        if (!image_round_trip(j, b)) __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+/* ---- the adjoint (backward pass) ---- */
+
+/* Row y of channel c of image b of the gradient, as doubles (contiguous rows read as one vector loop). */
+static void read_gradient_row(const job *j, long b, long c, long y, double *restrict out) {
+    long at = b * j->stride[0] + c * j->stride[1] + y * j->stride[2], step = j->stride[3], w = j->width;
+    if (j->is_double) {
+        const double *restrict g = (const double *)j->input + at;
+        if (step == 1) memcpy(out, g, w * sizeof(double));
+        else for (long x = 0; x < w; x++) out[x] = g[x * step];
+    } else {
+        const float *restrict g = (const float *)j->input + at;
+        if (step == 1) for (long x = 0; x < w; x++) out[x] = g[x];
+        else for (long x = 0; x < w; x++) out[x] = g[x * step];
     }
 }
 
-/* The round trip of a batch on up to `threads` threads (images shared among them); 0 on success,
- * 1 when memory ran out. */
-int integer_round_trip(const void *input, const long *strides, void *output, const int32_t *tables,
-                       const constants *k, long batch, long channels, long height, long width, int fv, int fh,
-                       int is_double, int fancy, int threads) {
-    job j = {input, output, tables, k, batch, channels, height, width,
-             {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy, 0, 0};
-    if (threads > batch) threads = (int)batch;
-    if (threads > 64) threads = 64;
-    pthread_t ids[64];
-    int started = 0;
-    for (; started < threads - 1; started++)
-        if (pthread_create(&ids[started], NULL, worker, &j) != 0) break;
-    worker(&j);                          /* this thread works too */
-    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
-    return j.failed;
+/* G -> C G R^T for every 8x8 block of a plane (C, R: the adjoint's column and row matrices). */
+static void plane_adjoint(double *plane, long rows, long cols, const double *m) {
+    const double *cm = m, *rm = m + 64;
+    double t[64];
+    for (long r0 = 0; r0 < rows; r0 += 8)
+        for (long c0 = 0; c0 < cols; c0 += 8) {
+            double *p = plane + r0 * cols + c0;
+            for (int r = 0; r < 8; r++) {
+                double acc[8] = {0};
+                for (int k = 0; k < 8; k++)
+                    for (int u = 0; u < 8; u++) acc[u] += cm[r * 8 + k] * p[k * cols + u];
+                for (int u = 0; u < 8; u++) t[r * 8 + u] = acc[u];
+            }
+            for (int r = 0; r < 8; r++) {
+                double acc[8] = {0};
+                for (int k = 0; k < 8; k++)
+                    for (int u = 0; u < 8; u++) acc[u] += t[r * 8 + k] * rm[u * 8 + k];
+                for (int u = 0; u < 8; u++) p[r * cols + u] = acc[u];
+            }
+        }
+}
+
+/* Adjoint of edge replication from h x w to the grid: the copies' gradients added to the edge. */
+static void fold_edges(double *plane, long rows, long cols, long h, long w) {
+    for (long r = 0; r < rows; r++)
+        for (long c = w; c < cols; c++) plane[r * cols + w - 1] += plane[r * cols + c];
+    for (long r = h; r < rows; r++)
+        for (long c = 0; c < w; c++) plane[(h - 1) * cols + c] += plane[r * cols + c];
+}
+
+/* Adjoint of upsample_row for output row y: the row's chroma gradient g (w values) into the plane. */
+static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int fv, int fh, int fancy, long y,
+                                 long w, const double *g, double *acc) {
+    long i = fv == 2 ? y / 2 : y;
+    if (!fancy || pw <= 2) {             /* replication: each sample's box summed */
+        for (long x = 0; x < w; x++) plane[i * cols + (fh == 2 ? x / 2 : x)] += g[x];
+        return;
+    }
+    for (long j = 0; j < pw; j++) acc[j] = 0.0;
+    for (long x = 0; x < w; x++) {       /* horizontal triangle (its scale is applied at the end) */
+        long j = x / 2;
+        acc[j] += 3.0 * g[x];
+        acc[x % 2 == 0 ? (j > 0 ? j - 1 : 0) : (j < pw - 1 ? j + 1 : pw - 1)] += g[x];
+    }
+    if (fv == 2) {                       /* vertical triangle */
+        long nb = y % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i < ph - 1 ? i + 1 : ph - 1);
+        for (long j = 0; j < pw; j++) plane[i * cols + j] += 3.0 * acc[j], plane[nb * cols + j] += acc[j];
+    } else {
+        for (long j = 0; j < pw; j++) plane[i * cols + j] += acc[j];
+    }
+}
+
+/* Adjoint of downsample and the edge replication around it, for full-resolution row y: the chroma
+ * grid's (already folded) gradients shared among each box, the copies beyond the right edge added
+ * to the last column, and the rows beyond the bottom edge to the last row. */
+static void downsample_row_adjoint(const double *plane, long h, long w, int fv, int fh, long ph, long cols, long y,
+                                   double *out) {
+    const double *row = plane + (y / fv) * cols;
+    double share = 1.0 / (fv * fh);
+    if (fh == 2)
+        for (long x = 0; x < w; x++) out[x] = row[x >> 1] * share;
+    else
+        for (long x = 0; x < w; x++) out[x] = row[x] * share;
+    for (long x = w; x < cols * fh; x++) out[w - 1] += row[x / fh] * share;
+    if (y == h - 1)                      /* rows h .. ph fv - 1 replicate row h - 1 */
+        for (long x = 0; x < w; x++) out[x] *= (double)(ph * fv - h + 1);
+}
+
+static void store_gradient(const job *j, long b, long c, long y, const double *g) {
+    long w = j->width, at = ((b * j->channels + c) * j->height + y) * w;
+    if (j->is_double) memcpy((double *)j->output + at, g, w * sizeof(double));
+    else for (long x = 0; x < w; x++) ((float *)j->output)[at + x] = (float)g[x];
+}
+
+static void image_adjoint(const job *j, long b, uint8_t *scratch) {
+    long c = j->channels;
+    layout l = plan(c, j->height, j->width, j->fv, j->fh, 1);
+    long h = l.h, w = l.w, rows = l.rows, cols = l.cols, crows = l.crows, ccols = l.ccols;
+    double *luma = (double *)(scratch + l.planes), *cb = (double *)(scratch + l.chroma), *cr = cb + crows * ccols;
+    double *g0 = (double *)(scratch + l.rowbuf), *g1 = g0 + w + 2, *g2 = g1 + w + 2, *g3 = g2 + w + 2, *g4 = g3 + w + 2;
+    memset(scratch, 0, l.rowbuf);        /* the crops' adjoint: zeros outside the image */
+    const int32_t *m = j->k->to_rgb;
+    const double f = 1.0 / 65536.0;
+    const double rcb = m[0] * f, gcb = m[2] * f, bcb = m[4] * f, rcr = m[1] * f, gcr = m[3] * f, bcr = m[5] * f;
+    for (long y = 0; y < h; y++) {       /* colour conversion's and upsampling's adjoints, row by row */
+        double *ly = luma + y * cols;
+        if (c == 1) {
+            read_gradient_row(j, b, 0, y, ly);
+            continue;
+        }
+        double *gr = g0, *gg = g1, *gb = g2, *ucb = cb + y * ccols, *ucr = cr + y * ccols;
+        read_gradient_row(j, b, 0, y, gr);
+        read_gradient_row(j, b, 1, y, gg);
+        read_gradient_row(j, b, 2, y, gb);
+        if (l.sub) ucb = g3, ucr = g4;  /* full-resolution chroma rows; at 4:4:4 the planes themselves */
+        for (long x = 0; x < w; x++) {
+            double r = gr[x], g = gg[x], bl = gb[x];
+            ly[x] = r + g + bl;
+            ucb[x] = rcb * r + gcb * g + bcb * bl;
+            ucr[x] = rcr * r + gcr * g + bcr * bl;
+        }
+        if (l.sub) {
+            upsample_row_adjoint(cb, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, ucb, gr);
+            upsample_row_adjoint(cr, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, ucr, gr);
+        }
+    }
+    if (l.sub && j->fancy && l.pw > 2) { /* the triangle filters' scale */
+        double scale = j->fv == 2 ? 1.0 / 16.0 : 1.0 / 4.0;
+        for (long i = 0; i < crows * ccols; i++) cb[i] *= scale, cr[i] *= scale;
+    }
+    plane_adjoint(luma, rows, cols, j->adjoint);
+    fold_edges(luma, rows, cols, h, w);
+    if (c == 3) {
+        plane_adjoint(cb, crows, ccols, j->adjoint);
+        plane_adjoint(cr, crows, ccols, j->adjoint);
+        if (l.sub) {
+            fold_edges(cb, crows, ccols, l.ph, ccols);
+            fold_edges(cr, crows, ccols, l.ph, ccols);
+        } else {
+            fold_edges(cb, rows, cols, h, w);
+            fold_edges(cr, rows, cols, h, w);
+        }
+    }
+    const int32_t *t = j->k->to_ycc;     /* RGB -> YCbCr's transpose */
+    for (long y = 0; y < h; y++) {
+        double *ly = luma + y * cols;
+        if (c == 1) {
+            store_gradient(j, b, 0, y, ly);
+            continue;
+        }
+        const double *ucb = g1, *ucr = g2;
+        if (l.sub) {
+            downsample_row_adjoint(cb, h, w, j->fv, j->fh, l.ph, ccols, y, g1);
+            downsample_row_adjoint(cr, h, w, j->fv, j->fh, l.ph, ccols, y, g2);
+        } else {
+            ucb = cb + y * cols, ucr = cr + y * cols;
+        }
+        for (int p = 0; p < 3; p++) {
+            for (long x = 0; x < w; x++) g0[x] = t[p] * f * ly[x] + t[3 + p] * f * ucb[x] + t[6 + p] * f * ucr[x];
+            store_gradient(j, b, p, y, g0);
+        }
+    }
+}
+
+/* Images shared among `threads` threads of OpenMP: torch's own pool when torch runs on OpenMP (the
+ * library is linked against the libgomp already loaded), so no second set of threads competes with
+ * torch's spinning workers. scratch holds one part per thread. */
+static void run(job *j, int threads, int backward) {
+    if (threads > j->batch) threads = (int)j->batch;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (long b = 0; b < j->batch; b++) {
+#ifdef _OPENMP
+        uint8_t *scratch = j->scratch + omp_get_thread_num() * j->scratch_size;
+#else
+        uint8_t *scratch = j->scratch;
+#endif
+        if (backward) image_adjoint(j, b, scratch);
+        else image_round_trip(j, b, scratch);
+    }
+}
+
+void integer_round_trip(const void *input, const long *strides, void *output, const int32_t *tables,
+                        const constants *k, uint8_t *scratch, long scratch_size, long batch, long channels,
+                        long height, long width, int fv, int fh, int is_double, int fancy, int threads) {
+    job j = {input, output, tables, k, NULL, scratch, scratch_size, batch, channels, height, width,
+             {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
+    run(&j, threads, 0);
+}
+
+void integer_round_trip_adjoint(const void *grad, const long *strides, void *output, const constants *k,
+                                const double *adjoint, uint8_t *scratch, long scratch_size, long batch,
+                                long channels, long height, long width, int fv, int fh, int is_double, int fancy,
+                                int threads) {
+    job j = {grad, output, NULL, k, adjoint, scratch, scratch_size, batch, channels, height, width,
+             {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
+    run(&j, threads, 1);
 }

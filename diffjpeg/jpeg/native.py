@@ -1,4 +1,4 @@
-"""The integer round trip as one compiled C pass per image, for the CPU (``native.c``).
+"""The integer round trip and its adjoint as compiled C passes per image, for the CPU (``native.c``).
 
 In integer mode the codec's forward pass is some thirty tensor operations, each a pass over memory;
 on the CPU that made the exact JPEG slower than Pillow's encode and decode. :func:`integer_round_trip`
@@ -8,16 +8,25 @@ stages stay the reference, and what every other device, every recorded graph and
 
 The C file is compiled once per machine with the C compiler on ``PATH`` (``cc``; ``$CC`` overrides it)
 into ``$DIFFJPEG_CACHE`` (default ``~/.cache/diffjpeg``; a temporary folder when that is not writable),
-about a second, and loaded with ``ctypes``. It runs on ``torch.get_num_threads()`` threads of its own
-(images shared among them) with the GIL released. It is registered as the operator
-``diffjpeg::integer_round_trip``, so ``torch.compile(fullgraph=True)`` keeps it in the graph. Without
-a compiler (a warning says so), or with ``DIFFJPEG_NATIVE=0``, the codec runs the tensor code;
-:func:`available` says which, :func:`disabled` switches it off for a block.
+about a second, and loaded with ``ctypes`` (which releases the GIL during the call). Images are shared
+among ``torch.get_num_threads()`` OpenMP threads: torch's own pool, since the library links to the
+libgomp torch has loaded (a second pool of threads would compete with torch's spinning workers).
+Scratch memory is a torch tensor, so torch's memory profiler counts it.
+
+:func:`integer_round_trip_adjoint` is the backward pass of the straight-through round trip
+(``codec._round_trip_adjoint``) in the same way, computed in double precision: within a few units in
+the last place of the tensor adjoint, not bit-identical to it.
+
+Both are registered operators (``diffjpeg::integer_round_trip`` and ``..._adjoint``), so
+``torch.compile(fullgraph=True)`` keeps them in its graph. Without a compiler (a warning says so), or
+with ``DIFFJPEG_NATIVE=0``, the codec runs the tensor code; :func:`available` says which,
+:func:`disabled` switches it off for a block.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -33,15 +42,17 @@ from torch import Tensor
 
 from .chroma import FACTORS
 from .color import _CHROMA_TO_RGB, _CHROMA_TO_RGB_9, _RGB_TO_YCBCR, _RGB_TO_YCBCR_9, SCALE, _fixed
-from .dct import islow_matrices
+from .dct import _ISLOW_ROUND_TRIP_ADJOINT, islow_matrices
 from .presets import CodecOptions
 
-__all__ = ["available", "disabled", "serves", "integer_round_trip"]
+__all__ = ["available", "disabled", "serves", "serves_gradient", "integer_round_trip", "integer_round_trip_adjoint"]
 
 _SOURCE = Path(__file__).with_name("native.c")
 # no -ffast-math, no contraction into fused multiply-adds beyond the ones written out; floating-point
 # exception flags are not needed (which lets floor vectorise)
-_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC", "-pthread")
+_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
+# OpenMP: torch's thread pool where torch runs on libgomp; without it (no libgomp to link) one thread
+_PARALLEL = ("-fopenmp",)
 _lock = threading.Lock()
 _library: ctypes.CDLL | None | bool = None  # None: not tried yet; False: no library on this machine
 _switched_off = 0
@@ -64,13 +75,17 @@ def _build() -> ctypes.CDLL | bool:
                       RuntimeWarning, stacklevel=4)
         return False
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + repr((_FLAGS, compiler, platform.machine(), platform.node())).encode()).hexdigest()
+    machine = repr((_FLAGS, _PARALLEL, compiler, platform.machine(), platform.node())).encode()
+    key = hashlib.sha256(source + machine).hexdigest()
     target = _cache_folder() / f"native-{key[:16]}.so"
     if not target.exists():
         partial = target.with_suffix(f".{os.getpid()}.tmp")
-        done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", str(partial), "-lm"], capture_output=True,
-                              text=True)
-        if done.returncode != 0:
+        for parallel in (_PARALLEL, ()):
+            done = subprocess.run([compiler, *_FLAGS, *parallel, str(_SOURCE), "-o", str(partial), "-lm"],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                break
+        else:
             warnings.warn(f"diffjpeg: compiling {_SOURCE.name} failed, the CPU codec runs the slower tensor code "
                           f"({done.stderr.strip()[:300]})", RuntimeWarning, stacklevel=4)
             partial.unlink(missing_ok=True)
@@ -78,21 +93,30 @@ def _build() -> ctypes.CDLL | bool:
         os.replace(partial, target)  # atomic: concurrent processes each build, the last one wins
     library = ctypes.CDLL(str(target))
     pointer, size, flag = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    library.integer_round_trip.argtypes = [pointer] * 5 + [size] * 4 + [flag] * 5
-    library.integer_round_trip.restype = ctypes.c_int
+    library.scratch_bytes.argtypes = [size] * 3 + [flag] * 3
+    library.scratch_bytes.restype = size
+    library.integer_round_trip.argtypes = [pointer] * 6 + [size] * 5 + [flag] * 5
+    library.integer_round_trip.restype = None
+    library.integer_round_trip_adjoint.argtypes = [pointer] * 6 + [size] * 5 + [flag] * 5
+    library.integer_round_trip_adjoint.restype = None
     return library
 
 
-def available() -> bool:
-    """Whether the compiled round trip is loaded (building it on first call) and not switched off."""
+def _loaded() -> ctypes.CDLL | bool:
+    """The library, built on the first call; False where it cannot be built."""
     global _library
-    if _switched_off or os.environ.get("DIFFJPEG_NATIVE", "1") == "0":
-        return False
     if _library is None:
         with _lock:
             if _library is None:
                 _library = _build()
-    return _library is not False
+    return _library
+
+
+def available() -> bool:
+    """Whether the compiled round trip is loaded (building it on first call) and not switched off."""
+    if _switched_off or os.environ.get("DIFFJPEG_NATIVE", "1") == "0":
+        return False
+    return _loaded() is not False
 
 
 @contextlib.contextmanager
@@ -109,9 +133,17 @@ def disabled():
 def serves(x: Tensor, tables: Tensor, options: CodecOptions) -> bool:
     """Whether :func:`integer_round_trip` computes this round trip: float32/64 on the CPU, libjpeg's
     islow DCT pair, box downsampling, fancy or simple upsampling, and no graph to record."""
+    return _served(x, options) and not (torch.is_grad_enabled() and (x.requires_grad or tables.requires_grad))
+
+
+def serves_gradient(grad: Tensor, options: CodecOptions) -> bool:
+    """Whether :func:`integer_round_trip_adjoint` computes this backward pass (as :func:`serves`; a
+    backward pass that records a graph, for second derivatives, keeps the tensor code)."""
+    return _served(grad, options) and not (torch.is_grad_enabled() and grad.requires_grad)
+
+
+def _served(x: Tensor, options: CodecOptions) -> bool:
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or tables.requires_grad):
         return False
     if not (options.fdct == options.idct == "islow" and options.downsampling == "box"
             and options.upsampling in ("fancy", "simple")):
@@ -123,6 +155,7 @@ def _integers(matrix) -> list[int]:
     return [round(v * SCALE) for row in _fixed(matrix) for v in row]
 
 
+@functools.cache
 def _constants(color: str) -> ctypes.Array:
     """The C ``constants`` struct: the islow pass matrices and the fixed-point colour matrices."""
     forward, inverse = islow_matrices(torch.device("cpu"))
@@ -131,29 +164,52 @@ def _constants(color: str) -> ctypes.Array:
     return (ctypes.c_int32 * (64 + 64 + 9 + 6))(*values, *_integers(to_ycc), *_integers(to_rgb))
 
 
-_CONSTANTS = {}
+@functools.cache
+def _adjoint_matrices() -> ctypes.Array:
+    """The islow round trip's adjoint per block (:func:`.dct.islow_round_trip_adjoint`'s two matrices)."""
+    columns, rows = _ISLOW_ROUND_TRIP_ADJOINT
+    return (ctypes.c_double * 128)(*columns.flatten().tolist(), *rows.flatten().tolist())
+
+
+def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, upsampling: str) -> Tensor:
+    """Run C function ``name`` on ``x`` ``(B, C, H, W)`` into ``out``, with scratch memory from torch (so
+    that torch's memory profiler counts it), on at most ``torch.get_num_threads()`` threads."""
+    library = _loaded()
+    if library is False:
+        raise RuntimeError("diffjpeg: the compiled round trip could not be built on this machine (see the warning)")
+    b, c, h, w = x.shape
+    fv, fh = FACTORS[subsampling]
+    threads = max(1, min(torch.get_num_threads(), b))
+    per_thread = library.scratch_bytes(c, h, w, fv, fh, int(name.endswith("adjoint")))
+    scratch = torch.empty(threads * per_thread, dtype=torch.uint8)
+    strides = (ctypes.c_long * 4)(*x.stride())
+    getattr(library, name)(x.data_ptr(), strides, out.data_ptr(), *operands, scratch.data_ptr(), per_thread, b, c,
+                            h, w, fv, fh, int(x.dtype == torch.float64), int(upsampling == "fancy"), threads)
+    return out
 
 
 @torch.library.custom_op("diffjpeg::integer_round_trip", mutates_args=(), device_types="cpu")
 def _round_trip_op(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
-    b, c, h, w = x.shape
-    strides = (ctypes.c_long * 4)(*x.stride())
-    ints = tables.to(torch.int32).expand(b, 2, 8, 8).contiguous()
+    ints = tables.to(torch.int32).expand(x.shape[0], 2, 8, 8).contiguous()
     out = torch.empty(x.shape, dtype=x.dtype)
-    if color not in _CONSTANTS:
-        _CONSTANTS[color] = _constants(color)
-    fv, fh = FACTORS[subsampling]
-    failed = _library.integer_round_trip(x.data_ptr(), strides, out.data_ptr(), ints.data_ptr(), _CONSTANTS[color],
-                                         b, c, h, w, fv, fh, int(x.dtype == torch.float64),
-                                         int(upsampling == "fancy"), torch.get_num_threads())
-    if failed:
-        raise MemoryError(f"diffjpeg: out of memory in the compiled JPEG round trip of a {tuple(x.shape)} batch")
-    return out
+    return _call("integer_round_trip", x, out, [ints.data_ptr(), _constants(color)], subsampling, upsampling)
+
+
+@torch.library.custom_op("diffjpeg::integer_round_trip_adjoint", mutates_args=(), device_types="cpu")
+def _adjoint_op(grad: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
+    out = torch.empty(grad.shape, dtype=grad.dtype)
+    return _call("integer_round_trip_adjoint", grad, out, [_constants(color), _adjoint_matrices()], subsampling,
+                 upsampling)
 
 
 @_round_trip_op.register_fake
 def _(x, tables, subsampling, upsampling, color):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@_adjoint_op.register_fake
+def _(grad, subsampling, upsampling, color):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
 def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
@@ -168,3 +224,9 @@ def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: Cod
         ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it.
     """
     return _round_trip_op(x, tables, subsampling, options.upsampling, options.color)
+
+
+def integer_round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
+    """``codec._round_trip_adjoint(grad, subsampling, options)`` (the straight-through gradient), computed
+    in C in double precision and returned in ``grad``'s dtype; ``grad`` ``(B, C, H, W)`` float32/64 on the CPU."""
+    return _adjoint_op(grad, subsampling, options.upsampling, options.color)
