@@ -169,6 +169,21 @@ def test_compiles_into_one_graph_with_the_same_values():
     assert meta.shape == x.shape and meta.device.type == "meta"
 
 
+def test_the_portable_build_gives_the_same_values(monkeypatch, tmp_path):
+    """Without AVX2 (other processors) the block loop is plain C: built here with AVX2 switched off."""
+    if "-march=native" not in native._FLAGS:
+        pytest.skip("the build flags changed")
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setenv("DIFFJPEG_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_FLAGS", (*native._FLAGS, "-mno-avx2"))
+    assert native.available()
+    x, q = torch.cat([photo_batch((2, 3, 37, 45)), torch.rand(2, 3, 37, 45)]), torch.tensor([1.0, 30.0, 75.0, 100.0])
+    for subsampling in ("420", "422", "444"):
+        compiled, tensors = _both(lambda: diff_jpeg(x, q=q, subsampling=subsampling))
+        assert torch.equal(compiled, tensors), subsampling
+    assert len(list(tmp_path.glob("native-*.so"))) == 1
+
+
 def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("DIFFJPEG_NATIVE", "0")
     assert not native.available()

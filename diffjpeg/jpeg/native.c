@@ -50,6 +50,11 @@ typedef struct {
     int32_t ft[64], f[64], i[64], it[64];   /* F^T, F, I, I^T */
     int32_t table[64];
     double reciprocal[64];                  /* 1 / (8 Q) */
+    /* the same numbers as int16 pairs for AVX2's multiply-add of pairs (block_round_trip_avx2):
+     * rows_x[p]: lanes (M[u][2p], M[u][2p+1]) for u = 0..7; columns_x[v][p]: (M[v][2p], M[v][2p+1]) */
+    int16_t rows_f[4][16] __attribute__((aligned(32))), rows_i[4][16] __attribute__((aligned(32)));
+    int16_t columns_f[8][4][2], columns_i[8][4][2];
+    float reciprocal_f[64] __attribute__((aligned(32)));  /* 1 / (8 Q) in float, then corrected */
 } block_constants;
 
 static void prepare(block_constants *bc, const constants *k, const int32_t *table) {
@@ -59,10 +64,20 @@ static void prepare(block_constants *bc, const constants *k, const int32_t *tabl
             bc->i[r * 8 + c] = k->idct[r * 8 + c], bc->it[c * 8 + r] = k->idct[r * 8 + c];
         }
     for (int n = 0; n < 64; n++) bc->table[n] = table[n], bc->reciprocal[n] = 1.0 / (8.0 * table[n]);
+    for (int n = 0; n < 64; n++) bc->reciprocal_f[n] = 1.0f / (8.0f * (float)table[n]);
+    for (int q = 0; q < 4; q++)
+        for (int u = 0; u < 8; u++)
+            for (int e = 0; e < 2; e++) {
+                bc->rows_f[q][2 * u + e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
+                bc->rows_i[q][2 * u + e] = (int16_t)k->idct[u * 8 + 2 * q + e];
+                bc->columns_f[u][q][e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
+                bc->columns_i[u][q][e] = (int16_t)k->idct[u * 8 + 2 * q + e];
+            }
 }
 
+#ifndef __AVX2__
 /* One 8x8 block of samples (stride apart, values 0..255) through DCT, quantisation, dequantisation
- * and inverse DCT, in place. */
+ * and inverse DCT, in place (the portable loop; block_round_trip_avx2 below where AVX2 exists). */
 static void block_round_trip(int16_t *p, long stride, const block_constants *k) {
     int32_t a[64], c[64];
     for (int r = 0; r < 8; r++) {        /* pass 1 along rows, samples level-shifted by -128 */
@@ -105,12 +120,106 @@ static void block_round_trip(int16_t *p, long stride, const block_constants *k) 
         for (int i = 0; i < 8; i++) p[r * stride + i] = (int16_t)clamp255((acc[i] >> 18) + 128);
     }
 }
+#endif
+
+#ifdef __AVX2__
+#include <immintrin.h>
+
+/* The same block round trip with AVX2: each 1-D pass as multiply-adds of int16 pairs into int32
+ * (every pass input fits in int16: samples - 128, |pass 1| <= 4096, |dequantised| <= 1152; the inverse
+ * pass 1 output usually does, and the block falls back to the int32 loop when it does not). */
+
+/* Row pass: out[r][u] = sum_i M[u][i] x[r][i] for 8 rows of 8 int16 (x rows `stride` apart). */
+static inline __m256i row_pass(const int16_t *x, long stride, int r, const int16_t (*m)[16]) {
+    __m256i acc = _mm256_madd_epi16(_mm256_set1_epi32(*(const int32_t *)(x + r * stride)), _mm256_load_si256((const __m256i *)m[0]));
+    for (int q = 1; q < 4; q++)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi32(*(const int32_t *)(x + r * stride + 2 * q)),
+                                                      _mm256_load_si256((const __m256i *)m[q])));
+    return acc;
+}
+
+/* Rows 2q and 2q + 1 (int16, in the low and high half of `pair`) interleaved for a column pass. */
+static inline __m256i interleave(__m256i pair) {
+    __m128i lo = _mm256_castsi256_si128(pair), hi = _mm256_extracti128_si256(pair, 1);
+    return _mm256_set_m128i(_mm_unpackhi_epi16(lo, hi), _mm_unpacklo_epi16(lo, hi));
+}
+
+/* Column pass for output row v: sum_i M[v][i] x[i][u] from the four interleaved row pairs. */
+static inline __m256i column_pass(const __m256i *pairs, const int16_t (*m)[2]) {
+    __m256i acc = _mm256_madd_epi16(pairs[0], _mm256_set1_epi32(*(const int32_t *)m[0]));
+    for (int q = 1; q < 4; q++)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs[q], _mm256_set1_epi32(*(const int32_t *)m[q])));
+    return acc;
+}
+
+/* Two rows of int32 -> one vector of their int16 values (row a low, row b high). */
+static inline __m256i pack_rows(__m256i a, __m256i b) {
+    return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+}
+
+static void block_round_trip_avx2(int16_t *p, long stride, const block_constants *k) {
+    int16_t shifted[64] __attribute__((aligned(32)));
+    __m256i rows[8], pairs[4];
+    const __m256i centre = _mm256_set1_epi16(128);
+    for (int r = 0; r < 8; r += 2)       /* level shift */
+        _mm256_store_si256((__m256i *)(shifted + 8 * r),
+                           _mm256_sub_epi16(_mm256_set_m128i(_mm_loadu_si128((const __m128i *)(p + (r + 1) * stride)),
+                                                             _mm_loadu_si128((const __m128i *)(p + r * stride))), centre));
+    for (int r = 0; r < 8; r++)          /* pass 1 along rows */
+        rows[r] = _mm256_srai_epi32(_mm256_add_epi32(row_pass(shifted, 8, r, k->rows_f), _mm256_set1_epi32(1 << 10)), 11);
+    for (int q = 0; q < 4; q++) pairs[q] = interleave(pack_rows(rows[2 * q], rows[2 * q + 1]));
+    for (int v = 0; v < 8; v++) {        /* pass 2 along columns, quantisation and dequantisation */
+        __m256i s = _mm256_srai_epi32(_mm256_add_epi32(column_pass(pairs, k->columns_f[v]), _mm256_set1_epi32(1 << 14)), 15);
+        __m256i t = _mm256_loadu_si256((const __m256i *)(k->table + 8 * v));
+        __m256i n = _mm256_add_epi32(_mm256_abs_epi32(s), _mm256_slli_epi32(t, 2)), d = _mm256_slli_epi32(t, 3);
+        /* floor(n / d) from a float estimate (off by at most one: n < 2^14), corrected exactly */
+        __m256i l = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(n), _mm256_load_ps(k->reciprocal_f + 8 * v)));
+        __m256i one = _mm256_set1_epi32(1);
+        l = _mm256_sub_epi32(l, _mm256_cmpgt_epi32(_mm256_add_epi32(n, one), _mm256_mullo_epi32(_mm256_add_epi32(l, one), d)));
+        l = _mm256_add_epi32(l, _mm256_cmpgt_epi32(_mm256_mullo_epi32(l, d), n));
+        rows[v] = _mm256_mullo_epi32(_mm256_sign_epi32(l, s), t);
+    }
+    for (int q = 0; q < 4; q++) pairs[q] = interleave(pack_rows(rows[2 * q], rows[2 * q + 1]));
+    __m256i big = _mm256_setzero_si256();
+    for (int i = 0; i < 8; i++) {        /* inverse pass 1 along columns */
+        rows[i] = _mm256_srai_epi32(_mm256_add_epi32(column_pass(pairs, k->columns_i[i]), _mm256_set1_epi32(1 << 10)), 11);
+        big = _mm256_or_si256(big, _mm256_cmpgt_epi32(_mm256_abs_epi32(rows[i]), _mm256_set1_epi32(32767)));
+    }
+    if (!_mm256_testz_si256(big, big)) { /* beyond int16: the last pass in int32 */
+        int32_t a[64];
+        for (int r = 0; r < 8; r++) _mm256_storeu_si256((__m256i *)(a + 8 * r), rows[r]);
+        for (int r = 0; r < 8; r++)
+            for (int i = 0; i < 8; i++) {
+                int32_t acc = 1 << 17;
+                for (int u = 0; u < 8; u++) acc += k->it[u * 8 + i] * a[r * 8 + u];
+                p[r * stride + i] = (int16_t)clamp255((acc >> 18) + 128);
+            }
+        return;
+    }
+    for (int r = 0; r < 8; r += 2) _mm256_store_si256((__m256i *)(shifted + 8 * r), pack_rows(rows[r], rows[r + 1]));
+    const __m256i bias = _mm256_set1_epi32(1 << 17), zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
+    for (int r = 0; r < 8; r += 2) {     /* inverse pass 2 along rows, +128 and the range limit */
+        __m256i out[2];
+        for (int e = 0; e < 2; e++) {
+            __m256i v = _mm256_add_epi32(_mm256_srai_epi32(_mm256_add_epi32(row_pass(shifted, 8, r + e, k->rows_i), bias), 18),
+                                         _mm256_set1_epi32(128));
+            out[e] = _mm256_min_epi32(_mm256_max_epi32(v, zero), top);
+        }
+        __m256i both = pack_rows(out[0], out[1]);
+        _mm_storeu_si128((__m128i *)(p + r * stride), _mm256_castsi256_si128(both));
+        _mm_storeu_si128((__m128i *)(p + (r + 1) * stride), _mm256_extracti128_si256(both, 1));
+    }
+}
+#define BLOCK_ROUND_TRIP block_round_trip_avx2
+#else
+#define BLOCK_ROUND_TRIP block_round_trip
+#endif
 
 static void plane_round_trip(int16_t *plane, long rows, long cols, const constants *k, const int32_t *table) {
     block_constants bc;
     prepare(&bc, k, table);
     for (long r = 0; r < rows; r += 8)
-        for (long c = 0; c < cols; c += 8) block_round_trip(plane + r * cols + c, cols, &bc);
+        for (long c = 0; c < cols; c += 8) BLOCK_ROUND_TRIP(plane + r * cols + c, cols, &bc);
 }
 
 /* Input to 8-bit samples: clamp(floor(255 x + 1/2), 0, 255), the multiply-add fused as torch's is.
@@ -333,8 +442,9 @@ static void read_gradient_row(const job *j, long b, long c, long y, double *rest
     }
 }
 
-/* G -> C G R^T for every 8x8 block of a plane (C, R: the adjoint's column and row matrices). */
-static void plane_adjoint(double *plane, long rows, long cols, const double *m) {
+/* G -> C G R^T for every 8x8 block of a plane (C, R: the adjoint's column and row matrices). Not
+ * bit-exact anyway, so the products may fuse into multiply-adds. */
+__attribute__((optimize("fp-contract=fast"))) static void plane_adjoint(double *plane, long rows, long cols, const double *m) {
     const double *cm = m, *rm = m + 64;
     double t[64];
     for (long r0 = 0; r0 < rows; r0 += 8)
