@@ -473,25 +473,34 @@ static void fold_edges(double *plane, long rows, long cols, long h, long w) {
         for (long c = 0; c < w; c++) plane[(h - 1) * cols + c] += plane[r * cols + c];
 }
 
-/* Adjoint of upsample_row for output row y: the row's chroma gradient g (w values) into the plane. */
+/* Adjoint of upsample_row for output row y: the row's chroma gradient g (w values; g[w .. 2 pw] must
+ * have room and is overwritten with zeros, the crop's adjoint) into the plane; acc: pw + 1 values. */
 static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int fv, int fh, int fancy, long y,
-                                 long w, const double *g, double *acc) {
+                                 long w, double *g, double *acc) {
     long i = fv == 2 ? y / 2 : y;
+    double *row = plane + i * cols;
     if (!fancy || pw <= 2) {             /* replication: each sample's box summed */
-        for (long x = 0; x < w; x++) plane[i * cols + (fh == 2 ? x / 2 : x)] += g[x];
+        if (fh == 2) {
+            for (long x = w; x < 2 * pw; x++) g[x] = 0.0;
+            for (long j = 0; j < pw; j++) row[j] += g[2 * j] + g[2 * j + 1];
+        } else {
+            for (long x = 0; x < w; x++) row[x] += g[x];
+        }
         return;
     }
-    for (long j = 0; j < pw; j++) acc[j] = 0.0;
-    for (long x = 0; x < w; x++) {       /* horizontal triangle (its scale is applied at the end) */
-        long j = x / 2;
-        acc[j] += 3.0 * g[x];
-        acc[x % 2 == 0 ? (j > 0 ? j - 1 : 0) : (j < pw - 1 ? j + 1 : pw - 1)] += g[x];
-    }
+    /* out[2j] = 3 s[j] + s[j - 1], out[2j + 1] = 3 s[j] + s[j + 1], the edge samples standing in for the
+     * missing neighbours (the triangle filters' scale is applied at the end) */
+    for (long x = w; x < 2 * pw + 1; x++) g[x] = 0.0;
+    acc[0] = 4.0 * g[0] + 3.0 * g[1] + g[2];
+    for (long j = 1; j < pw; j++) acc[j] = 3.0 * (g[2 * j] + g[2 * j + 1]) + g[2 * j - 1] + g[2 * j + 2];
+    acc[pw - 1] += g[2 * pw - 1];
     if (fv == 2) {                       /* vertical triangle */
         long nb = y % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i < ph - 1 ? i + 1 : ph - 1);
-        for (long j = 0; j < pw; j++) plane[i * cols + j] += 3.0 * acc[j], plane[nb * cols + j] += acc[j];
+        double *other = plane + nb * cols;
+        for (long j = 0; j < pw; j++) row[j] += 3.0 * acc[j];
+        for (long j = 0; j < pw; j++) other[j] += acc[j];
     } else {
-        for (long j = 0; j < pw; j++) plane[i * cols + j] += acc[j];
+        for (long j = 0; j < pw; j++) row[j] += acc[j];
     }
 }
 
@@ -503,8 +512,9 @@ static void downsample_row_adjoint(const double *plane, long h, long w, int fv, 
     const double *row = plane + (y / fv) * cols;
     double share = 1.0 / (fv * fh);
     if (fh == 2)
-        for (long x = 0; x < w; x++) out[x] = row[x >> 1] * share;
-    else
+        for (long j = 0; j < w / 2; j++) out[2 * j] = out[2 * j + 1] = row[j] * share;
+    if (fh == 2 && w % 2) out[w - 1] = row[w / 2] * share;
+    if (fh == 1)
         for (long x = 0; x < w; x++) out[x] = row[x] * share;
     for (long x = w; x < cols * fh; x++) out[w - 1] += row[x / fh] * share;
     if (y == h - 1)                      /* rows h .. ph fv - 1 replicate row h - 1 */
