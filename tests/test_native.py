@@ -170,7 +170,7 @@ def test_compiles_into_one_graph_with_the_same_values():
 
 
 def test_the_portable_build_gives_the_same_values(monkeypatch, tmp_path):
-    """Without AVX2 (other processors) the block loop is plain C: built here with AVX2 switched off."""
+    """Without AVX2 (other processors) the block loops are plain C: built here with AVX2 switched off."""
     if "-march=native" not in native._FLAGS:
         pytest.skip("the build flags changed")
     monkeypatch.setattr(native, "_library", None)
@@ -181,6 +181,9 @@ def test_the_portable_build_gives_the_same_values(monkeypatch, tmp_path):
     for subsampling in ("420", "422", "444"):
         compiled, tensors = _both(lambda: diff_jpeg(x, q=q, subsampling=subsampling))
         assert torch.equal(compiled, tensors), subsampling
+        grad = torch.randn(x.shape, dtype=torch.float64)
+        ours = native.integer_round_trip_adjoint(grad, subsampling, PILLOW)
+        assert (ours - _round_trip_adjoint(grad, subsampling, PILLOW)).abs().max() <= rounding_bound(ours)
     assert len(list(tmp_path.glob("native-*.so"))) == 1
 
 

@@ -443,25 +443,49 @@ static void read_gradient_row(const job *j, long b, long c, long y, double *rest
 }
 
 /* G -> C G R^T for every 8x8 block of a plane (C, R: the adjoint's column and row matrices). Not
- * bit-exact anyway, so the products may fuse into multiply-adds. */
-__attribute__((optimize("fp-contract=fast"))) static void plane_adjoint(double *plane, long rows, long cols, const double *m) {
-    const double *cm = m, *rm = m + 64;
-    double t[64];
+ * bit-exact anyway, so the products fuse into multiply-adds. Each output row is two 4-lane vectors:
+ * sum_k (broadcast scalar) x (row k). */
+__attribute__((optimize("fp-contract=fast"))) static void plane_adjoint(double *plane, long rows, long cols,
+                                                                          const double *m) {
+    double rt[64];                       /* R^T, so that both products read contiguous rows */
+    for (int k = 0; k < 8; k++)
+        for (int u = 0; u < 8; u++) rt[k * 8 + u] = m[64 + u * 8 + k];
     for (long r0 = 0; r0 < rows; r0 += 8)
         for (long c0 = 0; c0 < cols; c0 += 8) {
-            double *p = plane + r0 * cols + c0;
+            double *p = plane + r0 * cols + c0, t[64];
+#if defined(__AVX2__) && defined(__FMA__)
             for (int r = 0; r < 8; r++) {
-                double acc[8] = {0};
-                for (int k = 0; k < 8; k++)
-                    for (int u = 0; u < 8; u++) acc[u] += cm[r * 8 + k] * p[k * cols + u];
-                for (int u = 0; u < 8; u++) t[r * 8 + u] = acc[u];
+                __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+                for (int k = 0; k < 8; k++) {
+                    __m256d c = _mm256_broadcast_sd(m + r * 8 + k);
+                    lo = _mm256_fmadd_pd(c, _mm256_loadu_pd(p + k * cols), lo);
+                    hi = _mm256_fmadd_pd(c, _mm256_loadu_pd(p + k * cols + 4), hi);
+                }
+                _mm256_storeu_pd(t + r * 8, lo), _mm256_storeu_pd(t + r * 8 + 4, hi);
             }
             for (int r = 0; r < 8; r++) {
-                double acc[8] = {0};
-                for (int k = 0; k < 8; k++)
-                    for (int u = 0; u < 8; u++) acc[u] += t[r * 8 + k] * rm[u * 8 + k];
-                for (int u = 0; u < 8; u++) p[r * cols + u] = acc[u];
+                __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+                for (int k = 0; k < 8; k++) {
+                    __m256d c = _mm256_broadcast_sd(t + r * 8 + k);
+                    lo = _mm256_fmadd_pd(c, _mm256_loadu_pd(rt + k * 8), lo);
+                    hi = _mm256_fmadd_pd(c, _mm256_loadu_pd(rt + k * 8 + 4), hi);
+                }
+                _mm256_storeu_pd(p + r * cols, lo), _mm256_storeu_pd(p + r * cols + 4, hi);
             }
+#else
+            for (int r = 0; r < 8; r++)
+                for (int u = 0; u < 8; u++) {
+                    double acc = 0.0;
+                    for (int k = 0; k < 8; k++) acc += m[r * 8 + k] * p[k * cols + u];
+                    t[r * 8 + u] = acc;
+                }
+            for (int r = 0; r < 8; r++)
+                for (int u = 0; u < 8; u++) {
+                    double acc = 0.0;
+                    for (int k = 0; k < 8; k++) acc += t[r * 8 + k] * rt[k * 8 + u];
+                    p[r * cols + u] = acc;
+                }
+#endif
         }
 }
 

@@ -112,6 +112,7 @@ def _loaded() -> ctypes.CDLL | bool:
     return _library
 
 
+@torch.compiler.assume_constant_result  # under torch.compile: decided once, eagerly, when the graph is traced
 def available() -> bool:
     """Whether the compiled round trip is loaded (building it on first call) and not switched off."""
     if _switched_off or os.environ.get("DIFFJPEG_NATIVE", "1") == "0":
