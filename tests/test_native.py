@@ -6,7 +6,10 @@ recorded graphs and other devices, stay in ``torch.compile``'s graph, and withou
 must fall back, with a warning, to the tensor code.
 """
 import itertools
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -185,6 +188,16 @@ def test_the_portable_build_gives_the_same_values(monkeypatch, tmp_path):
         ours = native.integer_round_trip_adjoint(grad, subsampling, PILLOW)
         assert (ours - _round_trip_adjoint(grad, subsampling, PILLOW)).abs().max() <= rounding_bound(ours)
     assert len(list(tmp_path.glob("native-*.so"))) == 1
+
+
+def test_a_compiled_graph_can_be_the_first_user(tmp_path):
+    """Building the library on the first call inside torch.compile's tracing (a fresh process)."""
+    code = ("import torch\nfrom diffjpeg import DiffJPEG\nx = torch.rand(2, 3, 16, 16, requires_grad=True)\n"
+            "out = torch.compile(DiffJPEG(q=50), fullgraph=True, backend='eager')(x)\nout.sum().backward()\n"
+            "from diffjpeg.jpeg import native\nassert native._library, 'not built'\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "DIFFJPEG_CACHE": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_switched_off_by_the_environment(monkeypatch):
