@@ -267,6 +267,8 @@ BAD_CALLS = [
     (ValueError, "x must be finite", lambda: diff_jpeg(torch.full((1, 3, 8, 8), float("inf")))),
     (ValueError, r"x must have values in \[0, 1\]", lambda: diff_jpeg(torch.rand(1, 3, 8, 8) * 255)),
     (ValueError, r"x must have values in \[0, 1\]", lambda: diff_jpeg(torch.rand(1, 3, 8, 8) - 0.5)),
+    (ValueError, r"x must have values in \[0, 1\], got values in \[0, 2\]",  # a channels-last batch, read in place
+     lambda: diff_jpeg(torch.cat([torch.zeros(1, 8, 8, 3), torch.full((1, 8, 8, 3), 2.0)]).permute(0, 3, 1, 2))),
     (TypeError, "floating-point", lambda: diff_jpeg(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))),
     (ValueError, r"q must be finite and in \[1, 100\]", lambda: diff_jpeg(torch.rand(1, 3, 8, 8), q=0)),
     (ValueError, r"q must be finite and in \[1, 100\]", lambda: diff_jpeg(torch.rand(1, 3, 8, 8), q=101)),

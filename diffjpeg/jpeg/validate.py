@@ -92,6 +92,14 @@ def require(ok: Callable[[], Tensor], message: Callable[[], str], like: Tensor,
         torch._assert_async(ok(), async_message if async_message is not None else message())
 
 
+def _dense_view(x: Tensor) -> Tensor:
+    """``x`` (or a permutation of it) as laid out in memory, so that a reduction over all its values
+    reads it in place: a channels-last batch, for one, would otherwise be copied first."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1)
+    return x
+
+
 def check_image(x: object, name: str = "x") -> Tensor:
     """``x`` must be a floating ``(B, C, H, W)`` tensor, C in {1, 3}, finite, values in [0, 1]."""
     if not isinstance(x, Tensor):
@@ -108,14 +116,15 @@ def check_image(x: object, name: str = "x") -> Tensor:
     if min(x.shape) < 1:
         raise ValueError(f"{name} must have B, H, W >= 1, got shape {tuple(x.shape)}")
     mode = value_check_mode(x)
+    values = _dense_view(x.detach()) if mode else None
     if mode == "sync":
-        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # NaN propagates, Inf is out of range
+        lo, hi = torch.stack(torch.aminmax(values)).tolist()  # NaN propagates, Inf is out of range
         if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
             raise ValueError(f"{name} must be finite, got NaN or Inf values")
         if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
             raise ValueError(f"{name} must have values in [0, 1], got values in [{lo:.6g}, {hi:.6g}]")
     elif mode == "async":  # NaN fails both comparisons
-        lo, hi = torch.aminmax(x.detach())
+        lo, hi = torch.aminmax(values)
         torch._assert_async((lo >= -RANGE_TOLERANCE) & (hi <= 1 + RANGE_TOLERANCE),
                             f"{name} must be finite with values in [0, 1] (diffjpeg input check)")
     return x
