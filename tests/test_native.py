@@ -25,6 +25,9 @@ from diffjpeg.jpeg.rounding import round_ste
 
 HAS_COMPILER = shutil.which("cc") is not None or shutil.which("gcc") is not None
 SERVED = [name for name, (options, _, _) in PRESETS.items() if native.serves(torch.zeros(1), torch.zeros(1), options)]
+# partial blocks and MCUs, one-pixel and two-sample-wide chroma, both channel counts, dtypes, subsamplings
+SIZES = [(1, 1), (1, 7), (2, 3), (8, 8), (13, 29), (37, 9), (40, 2), (3, 50), (64, 48)]
+CASES = list(itertools.product(SIZES, [1, 3], ["420", "422", "444"], [torch.float32, torch.float64]))
 pytestmark = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the codec runs the tensor code")
 
 
@@ -59,9 +62,7 @@ def test_the_compiled_round_trip_is_used(monkeypatch):
 def test_same_values_as_the_tensor_code(preset):
     torch.manual_seed(0)
     options = resolve_preset(preset)
-    sizes = [(1, 1), (1, 7), (2, 3), (8, 8), (13, 29), (37, 9), (40, 2), (3, 50), (64, 48)]
-    for (h, w), channels, subsampling, dtype in itertools.product(sizes, [1, 3], ["420", "422", "444"],
-                                                                  [torch.float32, torch.float64]):
+    for (h, w), channels, subsampling, dtype in CASES:
         x = torch.rand(5, channels, h, w, dtype=dtype)
         tables = resolve_qtables(torch.tensor([1.0, 12.0, 50.0, 97.0, 100.0]), None, 5, "cpu", dtype, options)
         compiled, tensors = _both(lambda: codec_round_trip(x, tables, subsampling, round_ste, True, options))
@@ -114,9 +115,7 @@ def test_adjoint_matches_the_tensor_adjoint(preset):
     straight-through tests compare both with autograd's gradient)."""
     torch.manual_seed(0)
     options = resolve_preset(preset)
-    sizes = [(1, 1), (1, 7), (2, 3), (8, 8), (13, 29), (37, 9), (40, 2), (3, 50), (64, 48)]
-    for (h, w), channels, subsampling, dtype in itertools.product(sizes, [1, 3], ["420", "422", "444"],
-                                                                  [torch.float32, torch.float64]):
+    for (h, w), channels, subsampling, dtype in CASES:
         grad = torch.randn(3, channels, h, w, dtype=dtype)
         ours = native.integer_round_trip_adjoint(grad, subsampling, options)
         reference = _round_trip_adjoint(grad.double(), subsampling, options)
