@@ -13,6 +13,7 @@ the whole layer is a smooth function, as in the papers that introduced those est
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -232,6 +233,13 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
     return _decode_planes(groups, qtables, subsampling, size, integer, dequantize, resolve_preset(preset))
 
 
+@functools.lru_cache(maxsize=64)
+def _fixed_quality_tables(q: float, base: str, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(1, 2, 8, 8)`` tables of a quality given as a number (no gradient), kept: they cost a dozen small
+    operations, a tenth of a CIFAR-sized call. Callers expand them and never write to them."""
+    return quality_tables(integer_quality(torch.tensor([q], device=device, dtype=dtype)), base)
+
+
 def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype,
                     options: CodecOptions = PILLOW) -> Tensor:
     """The ``(B, 2, 8, 8)`` integer-valued tables for quality ``q`` or explicit ``qtables``.
@@ -240,6 +248,8 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
     straight-through), as an encoder takes them and a JPEG file stores them.
     """
     if qtables is None:
+        if not isinstance(q, Tensor) and not torch.compiler.is_compiling():  # a fixed quality: tables made once
+            return _fixed_quality_tables(float(q), options.tables, torch.device(device), dtype).expand(batch, 2, 8, 8)
         q = torch.as_tensor(q, device=device, dtype=dtype).expand(batch) if not isinstance(q, Tensor) or q.ndim == 0 \
             else q.to(device=device, dtype=dtype)
         return quality_tables(integer_quality(q), options.tables)

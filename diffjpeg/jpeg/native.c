@@ -349,8 +349,8 @@ static void upsample_row(const int16_t *plane, long ph, long pw, long cols, int 
     else out[2 * pairs] = (uint8_t)((3 * colsum[pairs] + colsum[pairs - 1] + bl) >> shift);  /* odd w */
 }
 
-static void to_rgb_row(const int16_t *y, const uint8_t *cb, const uint8_t *cr, long w, const int32_t *m,
-                       uint8_t *r, uint8_t *g, uint8_t *b) {
+static void to_rgb_row(const int16_t *restrict y, const uint8_t *restrict cb, const uint8_t *restrict cr, long w,
+                       const int32_t *restrict m, uint8_t *restrict r, uint8_t *restrict g, uint8_t *restrict b) {
     for (long x = 0; x < w; x++) {
         int32_t u = cb[x] - 128, v = cr[x] - 128;
         r[x] = (uint8_t)clamp255(y[x] + ((m[0] * u + m[1] * v + 32768) >> 16));
