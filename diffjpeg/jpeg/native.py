@@ -189,14 +189,20 @@ def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, u
     return out
 
 
-@torch.library.custom_op("diffjpeg::integer_round_trip", mutates_args=(), device_types="cpu")
+# the C functions read any strides: a compiled graph must hand them its tensors as they are (inductor would
+# otherwise copy a channels-last batch into a fresh layout first)
+_ANY_STRIDES = (torch.Tag.needs_exact_strides,) if hasattr(torch.Tag, "needs_exact_strides") else ()
+
+
+@torch.library.custom_op("diffjpeg::integer_round_trip", mutates_args=(), device_types="cpu", tags=_ANY_STRIDES)
 def _round_trip_op(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
     ints = tables.to(torch.int32).expand(x.shape[0], 2, 8, 8).contiguous()
     out = torch.empty(x.shape, dtype=x.dtype)
     return _call("integer_round_trip", x, out, [ints.data_ptr(), _constants(color)], subsampling, upsampling)
 
 
-@torch.library.custom_op("diffjpeg::integer_round_trip_adjoint", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("diffjpeg::integer_round_trip_adjoint", mutates_args=(), device_types="cpu",
+                         tags=_ANY_STRIDES)
 def _adjoint_op(grad: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
     out = torch.empty(grad.shape, dtype=grad.dtype)
     return _call("integer_round_trip_adjoint", grad, out, [_constants(color), _adjoint_matrices()], subsampling,
