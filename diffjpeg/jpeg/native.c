@@ -235,37 +235,46 @@ static inline double sample_double(double v) {
     v = v > 0.0 ? v : 0.0;
     return v < 255.0 ? v : 255.0;
 }
-static void load_row_float(const float *restrict x, long step, long w, uint8_t *restrict d) {
+/* One row to 8-bit samples; returns whether it holds a NaN. */
+static int load_row_float(const float *restrict x, long step, long w, uint8_t *restrict d) {
+    int nan = 0;
     if (step == 1)  /* the same loop, vectorised */
-        for (long i = 0; i < w; i++) d[i] = (uint8_t)(int32_t)sample_float(x[i]);
+        for (long i = 0; i < w; i++) nan |= x[i] != x[i], d[i] = (uint8_t)(int32_t)sample_float(x[i]);
     else
-        for (long i = 0; i < w; i++) d[i] = (uint8_t)(int32_t)sample_float(x[i * step]);
+        for (long i = 0; i < w; i++) nan |= x[i * step] != x[i * step], d[i] = (uint8_t)(int32_t)sample_float(x[i * step]);
+    return nan;
 }
-static void load_row_double(const double *restrict x, long step, long w, uint8_t *restrict d) {
+static int load_row_double(const double *restrict x, long step, long w, uint8_t *restrict d) {
+    int nan = 0;
     if (step == 1)
-        for (long i = 0; i < w; i++) d[i] = (uint8_t)(int32_t)sample_double(x[i]);
+        for (long i = 0; i < w; i++) nan |= x[i] != x[i], d[i] = (uint8_t)(int32_t)sample_double(x[i]);
     else
-        for (long i = 0; i < w; i++) d[i] = (uint8_t)(int32_t)sample_double(x[i * step]);
+        for (long i = 0; i < w; i++) nan |= x[i * step] != x[i * step], d[i] = (uint8_t)(int32_t)sample_double(x[i * step]);
+    return nan;
 }
 
-static void load(const job *j, long b, uint8_t *rgb) {
+/* Image b to 8-bit planes; returns whether it holds a NaN (the tensor code passes NaN on; so does
+ * store, for the whole image, rather than return a JPEG of something the input is not). */
+static int load(const job *j, long b, uint8_t *rgb) {
+    int nan = 0;
     for (long c = 0; c < j->channels; c++)
         for (long y = 0; y < j->height; y++) {
             long offset = b * j->stride[0] + c * j->stride[1] + y * j->stride[2];
             uint8_t *d = rgb + (c * j->height + y) * j->width;
-            if (j->is_double) load_row_double((const double *)j->input + offset, j->stride[3], j->width, d);
-            else load_row_float((const float *)j->input + offset, j->stride[3], j->width, d);
+            if (j->is_double) nan |= load_row_double((const double *)j->input + offset, j->stride[3], j->width, d);
+            else nan |= load_row_float((const float *)j->input + offset, j->stride[3], j->width, d);
         }
+    return nan;
 }
 
-static void store(const job *j, long b, const uint8_t *pixels) {
+static void store(const job *j, long b, const uint8_t *pixels, int nan) {
     long n = j->channels * j->height * j->width;
     if (j->is_double) {
         double *y = (double *)j->output + b * n;
-        for (long i = 0; i < n; i++) y[i] = pixels[i] / 255.0;
+        for (long i = 0; i < n; i++) y[i] = nan ? NAN : pixels[i] / 255.0;
     } else {
         float *y = (float *)j->output + b * n;
-        for (long i = 0; i < n; i++) y[i] = pixels[i] / 255.0f;
+        for (long i = 0; i < n; i++) y[i] = nan ? NAN : pixels[i] / 255.0f;
     }
 }
 
@@ -397,7 +406,7 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
     int16_t *luma = (int16_t *)(scratch + l.planes), *cb = (int16_t *)(scratch + l.chroma), *cr = cb + crows * ccols;
     int32_t *colsum = (int32_t *)(scratch + l.rowbuf);
     const int32_t *luma_table = j->tables + b * 128, *chroma_table = luma_table + 64;
-    load(j, b, pixels);
+    int nan = load(j, b, pixels);
     if (c == 3) to_ycbcr(pixels, n, j->k->to_ycc);
     to_grid(pixels, h, w, luma, rows, cols);
     plane_round_trip(luma, rows, cols, j->k, luma_table);
@@ -423,7 +432,7 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
         for (long y = 0; y < h; y++)
             for (long x = 0; x < w; x++) pixels[y * w + x] = (uint8_t)luma[y * cols + x];
     }
-    store(j, b, pixels);
+    store(j, b, pixels, nan);
 }
 
 /* ---- the adjoint (backward pass) ---- */
