@@ -13,6 +13,8 @@
  * integer_round_trip_adjoint is the backward pass of the straight-through round trip: the transpose
  * of its linear part, stage by stage in reverse (codec._round_trip_adjoint), computed in double.
  * Scratch memory is a torch tensor the caller allocates, so that torch's memory profiler counts it.
+ * Images are shared among OpenMP threads (run); the 8x8 block loops have AVX2 versions, with plain C
+ * loops for other processors (built and tested with -mno-avx2 in tests/test_native.py).
  */
 #include <math.h>
 #ifdef _OPENMP

@@ -48,8 +48,9 @@ from .presets import CodecOptions
 __all__ = ["available", "disabled", "serves", "serves_gradient", "integer_round_trip", "integer_round_trip_adjoint"]
 
 _SOURCE = Path(__file__).with_name("native.c")
-# no -ffast-math, no contraction into fused multiply-adds beyond the ones written out; floating-point
-# exception flags are not needed (which lets floor vectorise)
+# no -ffast-math and no contraction into fused multiply-adds beyond the ones written out (the adjoint's
+# block products, not bit-exact anyway, ask for them); floating-point exception flags are not needed
+# (which lets floor vectorise)
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
 # OpenMP: torch's thread pool where torch runs on libgomp; without it (no libgomp to link) one thread
 _PARALLEL = ("-fopenmp",)
