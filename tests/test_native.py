@@ -82,6 +82,19 @@ def test_same_values_on_photos_with_per_image_and_custom_tables():
         assert torch.equal(compiled, tensors), subsampling
 
 
+def _quotient_edge_cases():
+    """Noise blocks and flat tables (41, 47, 55, 61) where (|s| + 4 Q) / (8 Q) is an exact integer that the
+    float estimate of the quantiser falls just short of (found by search): its correction must fire."""
+    pixels = torch.randint(0, 256, (24, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    return [(pixels / 255.0, torch.full((2, 8, 8), float(t))) for t in (41, 47, 55, 61)]
+
+
+def test_quantiser_is_exact_where_its_float_estimate_falls_short():
+    for x, tables in _quotient_edge_cases():
+        compiled, tensors = _both(lambda: diff_jpeg(x, qtables=tables))
+        assert torch.equal(compiled, tensors), tables[0, 0, 0].item()
+
+
 def test_any_memory_layout_and_inputs_on_the_rounding_boundaries():
     base = photo_batch((4, 3, 40, 56))  # a channels-last view: read in place, no copy
     # values whose 255 x + 1/2 lies on or next to an integer, where a fused and an unfused multiply-add
@@ -197,6 +210,9 @@ def test_the_portable_build_gives_the_same_values(monkeypatch, tmp_path):
         grad = torch.randn(x.shape, dtype=torch.float64)
         ours = native.integer_round_trip_adjoint(grad, subsampling, PILLOW)
         assert (ours - _round_trip_adjoint(grad, subsampling, PILLOW)).abs().max() <= rounding_bound(ours)
+    for x, tables in _quotient_edge_cases():
+        compiled, tensors = _both(lambda: diff_jpeg(x, qtables=tables))
+        assert torch.equal(compiled, tensors), tables[0, 0, 0].item()
     assert len(list(tmp_path.glob("native-*.so"))) == 1
 
 

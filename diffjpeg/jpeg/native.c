@@ -30,11 +30,14 @@ typedef struct {
     int32_t to_rgb[6];   /* rows R, G, B over (Cb - 128, Cr - 128), times 2^16 */
 } constants;
 
+typedef struct block_matrices block_matrices;
+
 typedef struct {
     const void *input;   /* (B, C, H, W) float32 or float64: images in [0, 1], or the output's gradient */
     void *output;        /* (B, C, H, W) contiguous, the same dtype: the images, or the input's gradient */
     const int32_t *tables; /* (B, 2, 64) integer tables, natural order (forward only) */
     const constants *k;
+    const block_matrices *matrices; /* forward only */
     const double *adjoint; /* the islow round trip's adjoint per block: 8x8 column and 8x8 row matrices */
     uint8_t *scratch;    /* scratch_bytes(...) per thread, allocated by the caller */
     long scratch_size;
@@ -46,41 +49,48 @@ typedef struct {
 static int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
 static long ceil_div(long a, long b) { return (a + b - 1) / b; }
 
-/* The pass matrices in the layouts the block loops read (each inner loop one 8-lane vector), and
- * the quantiser's reciprocals. */
-typedef struct {
+/* The pass matrices in the layouts the block loops read (each inner loop one 8-lane vector), made
+ * once per call from the constants. */
+struct block_matrices {
     int32_t ft[64], f[64], i[64], it[64];   /* F^T, F, I, I^T */
-    int32_t table[64];
-    double reciprocal[64];                  /* 1 / (8 Q) */
     /* the same numbers as int16 pairs for AVX2's multiply-add of pairs (block_round_trip_avx2):
      * rows_x[p]: lanes (M[u][2p], M[u][2p+1]) for u = 0..7; columns_x[v][p]: (M[v][2p], M[v][2p+1]) */
     int16_t rows_f[4][16] __attribute__((aligned(32))), rows_i[4][16] __attribute__((aligned(32)));
     int16_t columns_f[8][4][2], columns_i[8][4][2];
-    float reciprocal_f[64] __attribute__((aligned(32)));  /* 1 / (8 Q) in float, then corrected */
-} block_constants;
+};
 
-static void prepare(block_constants *bc, const constants *k, const int32_t *table) {
+static void prepare_matrices(block_matrices *bm, const constants *k) {
     for (int r = 0; r < 8; r++)
         for (int c = 0; c < 8; c++) {
-            bc->f[r * 8 + c] = k->fdct[r * 8 + c], bc->ft[c * 8 + r] = k->fdct[r * 8 + c];
-            bc->i[r * 8 + c] = k->idct[r * 8 + c], bc->it[c * 8 + r] = k->idct[r * 8 + c];
+            bm->f[r * 8 + c] = k->fdct[r * 8 + c], bm->ft[c * 8 + r] = k->fdct[r * 8 + c];
+            bm->i[r * 8 + c] = k->idct[r * 8 + c], bm->it[c * 8 + r] = k->idct[r * 8 + c];
         }
-    for (int n = 0; n < 64; n++) bc->table[n] = table[n], bc->reciprocal[n] = 1.0 / (8.0 * table[n]);
-    for (int n = 0; n < 64; n++) bc->reciprocal_f[n] = 1.0f / (8.0f * (float)table[n]);
     for (int q = 0; q < 4; q++)
         for (int u = 0; u < 8; u++)
             for (int e = 0; e < 2; e++) {
-                bc->rows_f[q][2 * u + e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
-                bc->rows_i[q][2 * u + e] = (int16_t)k->idct[u * 8 + 2 * q + e];
-                bc->columns_f[u][q][e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
-                bc->columns_i[u][q][e] = (int16_t)k->idct[u * 8 + 2 * q + e];
+                bm->rows_f[q][2 * u + e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
+                bm->rows_i[q][2 * u + e] = (int16_t)k->idct[u * 8 + 2 * q + e];
+                bm->columns_f[u][q][e] = (int16_t)k->fdct[u * 8 + 2 * q + e];
+                bm->columns_i[u][q][e] = (int16_t)k->idct[u * 8 + 2 * q + e];
             }
+}
+
+/* One table's quantiser: round-half-away of s / (8 Q) (s: islow's output, 8 x the orthonormal
+ * coefficient) is floor(n / d) with n = |s| + 4 Q, d = 8 Q, and the sign of s. n < 2^14, so the float
+ * estimate n * (1 / d) is off by at most one and one correction each way makes it exact. */
+typedef struct {
+    int32_t table[64] __attribute__((aligned(32)));
+    float reciprocal[64] __attribute__((aligned(32)));  /* 1 / (8 Q) */
+} quantiser;
+
+static void prepare_quantiser(quantiser *q, const int32_t *table) {
+    for (int n = 0; n < 64; n++) q->table[n] = table[n], q->reciprocal[n] = 1.0f / (8.0f * (float)table[n]);
 }
 
 #ifndef __AVX2__
 /* One 8x8 block of samples (stride apart, values 0..255) through DCT, quantisation, dequantisation
  * and inverse DCT, in place (the portable loop; block_round_trip_avx2 below where AVX2 exists). */
-static void block_round_trip(int16_t *p, long stride, const block_constants *k) {
+static void block_round_trip(int16_t *p, long stride, const block_matrices *k, const quantiser *qt) {
     int32_t a[64], c[64];
     for (int r = 0; r < 8; r++) {        /* pass 1 along rows, samples level-shifted by -128 */
         int32_t acc[8];
@@ -96,14 +106,12 @@ static void block_round_trip(int16_t *p, long stride, const block_constants *k) 
         for (int u = 0; u < 8; u++) acc[u] = 1 << 14;
         for (int i = 0; i < 8; i++)
             for (int u = 0; u < 8; u++) acc[u] += k->f[v * 8 + i] * a[i * 8 + u];
-        for (int u = 0; u < 8; u++) {
-            /* islow's output s is 8 x the orthonormal coefficient; the level is round-half-away of
-             * s / (8 Q) = floor((|s| + 4 Q) / (8 Q)) with the sign of s. The quotient of integers below
-             * 2^15 by 8 Q <= 2040 is either an integer or at least 1/2040 below the next one, and the
-             * double product errs by < 2^-35: adding 1e-6 before truncating gives the exact floor. */
-            int32_t s = acc[u] >> 15, t = k->table[v * 8 + u];
-            int32_t m = s < 0 ? -s : s;
-            int32_t level = (int32_t)((double)(m + 4 * t) * k->reciprocal[v * 8 + u] + 1e-6);
+        for (int u = 0; u < 8; u++) {    /* quantise and dequantise (see quantiser) */
+            int32_t s = acc[u] >> 15, t = qt->table[v * 8 + u];
+            int32_t n = (s < 0 ? -s : s) + 4 * t, d = 8 * t;
+            int32_t level = (int32_t)((float)n * qt->reciprocal[v * 8 + u]);
+            level += (level + 1) * d <= n;
+            level -= level * d > n;
             c[v * 8 + u] = (s < 0 ? -level : level) * t;
         }
     }
@@ -159,7 +167,7 @@ static inline __m256i pack_rows(__m256i a, __m256i b) {
     return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
 }
 
-static void block_round_trip_avx2(int16_t *p, long stride, const block_constants *k) {
+static void block_round_trip_avx2(int16_t *p, long stride, const block_matrices *k, const quantiser *qt) {
     int16_t shifted[64] __attribute__((aligned(32)));
     __m256i rows[8], pairs[4];
     const __m256i centre = _mm256_set1_epi16(128);
@@ -172,10 +180,10 @@ static void block_round_trip_avx2(int16_t *p, long stride, const block_constants
     for (int q = 0; q < 4; q++) pairs[q] = interleave(pack_rows(rows[2 * q], rows[2 * q + 1]));
     for (int v = 0; v < 8; v++) {        /* pass 2 along columns, quantisation and dequantisation */
         __m256i s = _mm256_srai_epi32(_mm256_add_epi32(column_pass(pairs, k->columns_f[v]), _mm256_set1_epi32(1 << 14)), 15);
-        __m256i t = _mm256_loadu_si256((const __m256i *)(k->table + 8 * v));
+        __m256i t = _mm256_load_si256((const __m256i *)(qt->table + 8 * v));
         __m256i n = _mm256_add_epi32(_mm256_abs_epi32(s), _mm256_slli_epi32(t, 2)), d = _mm256_slli_epi32(t, 3);
-        /* floor(n / d) from a float estimate (off by at most one: n < 2^14), corrected exactly */
-        __m256i l = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(n), _mm256_load_ps(k->reciprocal_f + 8 * v)));
+        /* floor(n / d) from the float estimate, corrected (see quantiser) */
+        __m256i l = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(n), _mm256_load_ps(qt->reciprocal + 8 * v)));
         __m256i one = _mm256_set1_epi32(1);
         l = _mm256_sub_epi32(l, _mm256_cmpgt_epi32(_mm256_add_epi32(n, one), _mm256_mullo_epi32(_mm256_add_epi32(l, one), d)));
         l = _mm256_add_epi32(l, _mm256_cmpgt_epi32(_mm256_mullo_epi32(l, d), n));
@@ -217,11 +225,9 @@ static void block_round_trip_avx2(int16_t *p, long stride, const block_constants
 #define BLOCK_ROUND_TRIP block_round_trip
 #endif
 
-static void plane_round_trip(int16_t *plane, long rows, long cols, const constants *k, const int32_t *table) {
-    block_constants bc;
-    prepare(&bc, k, table);
+static void plane_round_trip(int16_t *plane, long rows, long cols, const block_matrices *k, const quantiser *q) {
     for (long r = 0; r < rows; r += 8)
-        for (long c = 0; c < cols; c += 8) BLOCK_ROUND_TRIP(plane + r * cols + c, cols, &bc);
+        for (long c = 0; c < cols; c += 8) BLOCK_ROUND_TRIP(plane + r * cols + c, cols, k, q);
 }
 
 /* Input to 8-bit samples: clamp(floor(255 x + 1/2), 0, 255), the multiply-add fused as torch's is.
@@ -302,27 +308,26 @@ static void to_grid(const uint8_t *src, long h, long w, int16_t *dst, long rows,
     }
 }
 
-/* Full-resolution chroma -> the fv x fh box averages on the rows x cols chroma grid. libjpeg
- * replicates the full-resolution edge to whole boxes and the last box row down to the grid; the bias
- * alternates along the row (1, 2 for 2x2 boxes; 0, 1 for 2x1). */
-static void downsample(const uint8_t *src, long h, long w, int fv, int fh, int16_t *dst, long rows, long cols) {
-    long last = ceil_div(h, fv) - 1, whole = w / fh;  /* output columns whose box lies inside the image */
-    int shift = (fv == 2) + (fh == 2), first = fv * fh == 4 ? 1 : 0;
+/* Full-resolution chroma -> the fv x 2 box averages on the rows x cols chroma grid (subsampled chroma
+ * is always halved horizontally: 4:2:2 and 4:2:0). libjpeg replicates the full-resolution edge to
+ * whole boxes and the last box row down to the grid; the bias alternates along the row (1, 2 for 2x2
+ * boxes; 0, 1 for 2x1). */
+static void downsample(const uint8_t *src, long h, long w, int fv, int16_t *dst, long rows, long cols) {
+    long last = ceil_div(h, fv) - 1, whole = w / 2;  /* output columns whose box lies inside the image */
+    int shift = fv == 2 ? 2 : 1, first = fv == 2 ? 1 : 0;
     for (long r = 0; r < rows; r++) {
         long rr = r < last ? r : last;
         const uint8_t *s0 = src + (fv * rr < h ? fv * rr : h - 1) * w;
         const uint8_t *s1 = fv == 2 ? src + (fv * rr + 1 < h ? fv * rr + 1 : h - 1) * w : s0;
         int16_t *d = dst + r * cols;
-        if (fh == 2 && fv == 2)
+        if (fv == 2)
             for (long c = 0; c < whole; c++) d[c] = (int16_t)((s0[2 * c] + s0[2 * c + 1] + s1[2 * c] + s1[2 * c + 1] + 1 + (c & 1)) >> 2);
-        else if (fh == 2)
+        else
             for (long c = 0; c < whole; c++) d[c] = (int16_t)((s0[2 * c] + s0[2 * c + 1] + (c & 1)) >> 1);
-        else  /* fh == 1: only the rows are boxed (not a JPEG subsampling diffjpeg writes, kept general) */
-            for (long c = 0; c < whole; c++) d[c] = (int16_t)((s0[c] + s1[c] + first + (c & 1)) >> shift);
         for (long c = whole; c < cols; c++) {  /* boxes over the right edge: replicated samples */
             int32_t sum = first + (int32_t)(c & 1);
-            for (int e = 0; e < fh; e++) {
-                long x = fh * c + e < w ? fh * c + e : w - 1;
+            for (int e = 0; e < 2; e++) {
+                long x = 2 * c + e < w ? 2 * c + e : w - 1;
                 sum += s0[x] + (fv == 2 ? s1[x] : 0);
             }
             d[c] = (int16_t)(sum >> shift);
@@ -330,16 +335,14 @@ static void downsample(const uint8_t *src, long h, long w, int fv, int fh, int16
     }
 }
 
-/* One output row of a chroma plane (ph x pw on a grid of stride cols) upsampled to width w. */
-static void upsample_row(const int16_t *plane, long ph, long pw, long cols, int fv, int fh, int fancy, long y,
-                         long w, int32_t *colsum, uint8_t *out) {
+/* One output row of a chroma plane (ph x pw on a grid of stride cols, halved horizontally and, with
+ * fv = 2, vertically) upsampled to width w. */
+static void upsample_row(const int16_t *plane, long ph, long pw, long cols, int fv, int fancy, long y, long w,
+                         int32_t *colsum, uint8_t *out) {
     long i = fv == 2 ? y / 2 : y;
     const int16_t *row = plane + i * cols;
     if (!fancy || pw <= 2) {             /* replication; libjpeg's fancy filter needs 3 samples */
-        if (fh == 2)
-            for (long x = 0; x < w; x++) out[x] = (uint8_t)row[x / 2];
-        else
-            for (long x = 0; x < w; x++) out[x] = (uint8_t)row[x];
+        for (long x = 0; x < w; x++) out[x] = (uint8_t)row[x / 2];
         return;
     }
     if (fv == 2) {                       /* vertical triangle: 3 x nearest row + the other neighbour */
@@ -374,7 +377,7 @@ static void to_rgb_row(const int16_t *restrict y, const uint8_t *restrict cb, co
 typedef struct {
     long h, w, n, rows, cols, ph, pw, crows, ccols;
     int sub;
-    long pixels, planes, chroma, rowbuf, total;  /* byte offsets of the parts, and the total */
+    long planes, chroma, rowbuf, total;  /* byte offsets of the parts after the 8-bit pixels, and the total */
 } layout;
 
 static long round64(long bytes) { return (bytes + 63) / 64 * 64; }
@@ -387,7 +390,6 @@ static layout plan(long c, long h, long w, int fv, int fh, int backward) {
     l.ph = ceil_div(h, fv), l.pw = ceil_div(w, fh);
     l.crows = l.sub ? ceil_div(l.ph, 8) * 8 : l.rows, l.ccols = l.sub ? ceil_div(l.pw, 8) * 8 : l.cols;
     long sample = backward ? (long)sizeof(double) : (long)sizeof(int16_t);
-    l.pixels = 0;
     l.planes = backward ? 0 : round64(c * l.n + 2 * w);  /* forward: 8-bit pixels and two upsampled rows */
     l.chroma = l.planes + round64(l.rows * l.cols * sample);
     l.rowbuf = l.chroma + (c == 3 ? round64(2 * l.crows * l.ccols * sample) : 0);
@@ -404,26 +406,28 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
     long c = j->channels;
     layout l = plan(c, j->height, j->width, j->fv, j->fh, 0);
     long h = l.h, w = l.w, n = l.n, rows = l.rows, cols = l.cols, crows = l.crows, ccols = l.ccols;
-    uint8_t *pixels = scratch + l.pixels;
+    uint8_t *pixels = scratch;
     int16_t *luma = (int16_t *)(scratch + l.planes), *cb = (int16_t *)(scratch + l.chroma), *cr = cb + crows * ccols;
     int32_t *colsum = (int32_t *)(scratch + l.rowbuf);
-    const int32_t *luma_table = j->tables + b * 128, *chroma_table = luma_table + 64;
+    quantiser luma_q, chroma_q;
+    prepare_quantiser(&luma_q, j->tables + b * 128);
+    prepare_quantiser(&chroma_q, j->tables + b * 128 + 64);
     int nan = load(j, b, pixels);
     if (c == 3) to_ycbcr(pixels, n, j->k->to_ycc);
     to_grid(pixels, h, w, luma, rows, cols);
-    plane_round_trip(luma, rows, cols, j->k, luma_table);
+    plane_round_trip(luma, rows, cols, j->matrices, &luma_q);
     if (c == 3) {
         for (int p = 1; p < 3; p++) {
             int16_t *dst = p == 1 ? cb : cr;
-            if (l.sub) downsample(pixels + p * n, h, w, j->fv, j->fh, dst, crows, ccols);
+            if (l.sub) downsample(pixels + p * n, h, w, j->fv, dst, crows, ccols);
             else to_grid(pixels + p * n, h, w, dst, crows, ccols);
-            plane_round_trip(dst, crows, ccols, j->k, chroma_table);
+            plane_round_trip(dst, crows, ccols, j->matrices, &chroma_q);
         }
         uint8_t *ucb = pixels + c * n, *ucr = ucb + w;  /* one upsampled row of each chroma plane */
         for (long y = 0; y < h; y++) {
             if (l.sub) {
-                upsample_row(cb, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucb);
-                upsample_row(cr, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, colsum, ucr);
+                upsample_row(cb, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, colsum, ucb);
+                upsample_row(cr, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, colsum, ucr);
             } else {
                 for (long x = 0; x < w; x++) ucb[x] = (uint8_t)cb[y * ccols + x], ucr[x] = (uint8_t)cr[y * ccols + x];
             }
@@ -510,17 +514,13 @@ static void fold_edges(double *plane, long rows, long cols, long h, long w) {
 
 /* Adjoint of upsample_row for output row y: the row's chroma gradient g (w values; g[w .. 2 pw] must
  * have room and is overwritten with zeros, the crop's adjoint) into the plane; acc: pw + 1 values. */
-static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int fv, int fh, int fancy, long y,
-                                 long w, double *g, double *acc) {
+static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int fv, int fancy, long y, long w,
+                                 double *g, double *acc) {
     long i = fv == 2 ? y / 2 : y;
     double *row = plane + i * cols;
     if (!fancy || pw <= 2) {             /* replication: each sample's box summed */
-        if (fh == 2) {
-            for (long x = w; x < 2 * pw; x++) g[x] = 0.0;
-            for (long j = 0; j < pw; j++) row[j] += g[2 * j] + g[2 * j + 1];
-        } else {
-            for (long x = 0; x < w; x++) row[x] += g[x];
-        }
+        for (long x = w; x < 2 * pw; x++) g[x] = 0.0;
+        for (long j = 0; j < pw; j++) row[j] += g[2 * j] + g[2 * j + 1];
         return;
     }
     /* out[2j] = 3 s[j] + s[j - 1], out[2j + 1] = 3 s[j] + s[j + 1], the edge samples standing in for the
@@ -542,16 +542,13 @@ static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int
 /* Adjoint of downsample and the edge replication around it, for full-resolution row y: the chroma
  * grid's (already folded) gradients shared among each box, the copies beyond the right edge added
  * to the last column, and the rows beyond the bottom edge to the last row. */
-static void downsample_row_adjoint(const double *plane, long h, long w, int fv, int fh, long ph, long cols, long y,
+static void downsample_row_adjoint(const double *plane, long h, long w, int fv, long ph, long cols, long y,
                                    double *out) {
     const double *row = plane + (y / fv) * cols;
-    double share = 1.0 / (fv * fh);
-    if (fh == 2)
-        for (long j = 0; j < w / 2; j++) out[2 * j] = out[2 * j + 1] = row[j] * share;
-    if (fh == 2 && w % 2) out[w - 1] = row[w / 2] * share;
-    if (fh == 1)
-        for (long x = 0; x < w; x++) out[x] = row[x] * share;
-    for (long x = w; x < cols * fh; x++) out[w - 1] += row[x / fh] * share;
+    double share = 1.0 / (fv * 2);
+    for (long j = 0; j < w / 2; j++) out[2 * j] = out[2 * j + 1] = row[j] * share;
+    if (w % 2) out[w - 1] = row[w / 2] * share;
+    for (long x = w; x < cols * 2; x++) out[w - 1] += row[x / 2] * share;
     if (y == h - 1)                      /* rows h .. ph fv - 1 replicate row h - 1 */
         for (long x = 0; x < w; x++) out[x] *= (double)(ph * fv - h + 1);
 }
@@ -590,8 +587,8 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
             ucr[x] = rcr * r + gcr * g + bcr * bl;
         }
         if (l.sub) {
-            upsample_row_adjoint(cb, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, ucb, gr);
-            upsample_row_adjoint(cr, l.ph, l.pw, ccols, j->fv, j->fh, j->fancy, y, w, ucr, gr);
+            upsample_row_adjoint(cb, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucb, gr);
+            upsample_row_adjoint(cr, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucr, gr);
         }
     }
     if (l.sub && j->fancy && l.pw > 2) { /* the triangle filters' scale */
@@ -620,8 +617,8 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
         }
         const double *ucb = g1, *ucr = g2;
         if (l.sub) {
-            downsample_row_adjoint(cb, h, w, j->fv, j->fh, l.ph, ccols, y, g1);
-            downsample_row_adjoint(cr, h, w, j->fv, j->fh, l.ph, ccols, y, g2);
+            downsample_row_adjoint(cb, h, w, j->fv, l.ph, ccols, y, g1);
+            downsample_row_adjoint(cr, h, w, j->fv, l.ph, ccols, y, g2);
         } else {
             ucb = cb + y * cols, ucr = cr + y * cols;
         }
@@ -634,9 +631,8 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
 
 /* Images shared among `threads` threads of OpenMP: torch's own pool when torch runs on OpenMP (the
  * library is linked against the libgomp already loaded), so no second set of threads competes with
- * torch's spinning workers. scratch holds one part per thread. */
+ * torch's spinning workers. scratch holds one part per thread (threads <= batch: the caller's). */
 static void run(job *j, int threads, int backward) {
-    if (threads > j->batch) threads = (int)j->batch;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (long b = 0; b < j->batch; b++) {
 #ifdef _OPENMP
@@ -652,7 +648,9 @@ static void run(job *j, int threads, int backward) {
 void integer_round_trip(const void *input, const long *strides, void *output, const int32_t *tables,
                         const constants *k, uint8_t *scratch, long scratch_size, long batch, long channels,
                         long height, long width, int fv, int fh, int is_double, int fancy, int threads) {
-    job j = {input, output, tables, k, NULL, scratch, scratch_size, batch, channels, height, width,
+    block_matrices matrices;
+    prepare_matrices(&matrices, k);
+    job j = {input, output, tables, k, &matrices, NULL, scratch, scratch_size, batch, channels, height, width,
              {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
     run(&j, threads, 0);
 }
@@ -661,7 +659,7 @@ void integer_round_trip_adjoint(const void *grad, const long *strides, void *out
                                 const double *adjoint, uint8_t *scratch, long scratch_size, long batch,
                                 long channels, long height, long width, int fv, int fh, int is_double, int fancy,
                                 int threads) {
-    job j = {grad, output, NULL, k, adjoint, scratch, scratch_size, batch, channels, height, width,
+    job j = {grad, output, NULL, k, NULL, adjoint, scratch, scratch_size, batch, channels, height, width,
              {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
     run(&j, threads, 1);
 }
