@@ -93,11 +93,12 @@ def require(ok: Callable[[], Tensor], message: Callable[[], str], like: Tensor,
 
 
 def _dense_view(x: Tensor) -> Tensor:
-    """``x`` (or a permutation of it) as laid out in memory, so that a reduction over all its values
-    reads it in place: a channels-last batch, for one, would otherwise be copied first."""
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1)
-    return x
+    """``x``'s dimensions permuted into memory order, when that makes it contiguous, so that a reduction
+    over all its values reads it in place (a channels-last batch, for one, would otherwise be copied)."""
+    if x.is_contiguous():
+        return x
+    permuted = x.permute(sorted(range(x.ndim), key=lambda d: -x.stride(d)))
+    return permuted if permuted.is_contiguous() else x
 
 
 def check_image(x: object, name: str = "x") -> Tensor:
