@@ -364,13 +364,15 @@ class _StraightThroughRoundTrip(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, tables, subsampling, options):
-        ctx.subsampling, ctx.options = subsampling, options
-        return codec_round_trip(x, tables, subsampling, round_ste, True, options)
+        out = codec_round_trip(x, tables, subsampling, round_ste, True, options)
+        # the gradient in the output's layout, which is x's (a channels-last leaf's gradient needs no copy)
+        ctx.subsampling, ctx.options, ctx.strides = subsampling, options, out.stride()
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         if native.serves_gradient(grad, ctx.options):
-            return native.integer_round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
+            return native.integer_round_trip_adjoint(grad, ctx.subsampling, ctx.options, ctx.strides), None, None, None
         return _round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
 
 

@@ -34,8 +34,9 @@ typedef struct block_matrices block_matrices;
 
 typedef struct {
     const void *input;   /* (B, C, H, W) float32 or float64: images in [0, 1], or the output's gradient */
-    void *output;        /* (B, C, H, W) contiguous, the same dtype: the images, or the input's gradient */
-    const int32_t *tables; /* (B, 2, 64) integer tables, natural order (forward only) */
+    void *output;        /* (B, C, H, W) in the same dtype: the images, or the input's gradient */
+    const void *tables;  /* (B, 2, 64) integer-valued tables in the input's dtype, natural order (forward only) */
+    long table_stride;   /* between images' tables, in elements (0: one pair for the batch) */
     const constants *k;
     const block_matrices *matrices; /* forward only */
     const double *adjoint; /* the islow round trip's adjoint per block: 8x8 column and 8x8 row matrices */
@@ -43,6 +44,7 @@ typedef struct {
     long scratch_size;
     long batch, channels, height, width;
     long stride[4];      /* the input's strides, in elements */
+    long ostride[4];     /* the output's (the caller's layout: the input's, so no copy follows) */
     int fv, fh, is_double, fancy;
 } job;
 
@@ -83,8 +85,11 @@ typedef struct {
     float reciprocal[64] __attribute__((aligned(32)));  /* 1 / (8 Q) */
 } quantiser;
 
-static void prepare_quantiser(quantiser *q, const int32_t *table) {
-    for (int n = 0; n < 64; n++) q->table[n] = table[n], q->reciprocal[n] = 1.0f / (8.0f * (float)table[n]);
+static void prepare_quantiser(quantiser *q, const void *tables, long at, int is_double) {
+    for (int n = 0; n < 64; n++) {
+        q->table[n] = is_double ? (int32_t)((const double *)tables)[at + n] : (int32_t)((const float *)tables)[at + n];
+        q->reciprocal[n] = 1.0f / (8.0f * (float)q->table[n]);
+    }
 }
 
 #ifndef __AVX2__
@@ -261,10 +266,34 @@ static int load_row_double(const double *restrict x, long step, long w, uint8_t 
     return nan;
 }
 
+/* One row of interleaved RGB pixels (a channels-last batch) to three 8-bit rows in one pass. */
+static int load_pixels_float(const float *restrict x, long w, uint8_t *restrict r, uint8_t *restrict g,
+                             uint8_t *restrict bl) {
+    int nan = 0;
+    for (long i = 0; i < w; i++) {
+        nan |= (x[3 * i] != x[3 * i]) | (x[3 * i + 1] != x[3 * i + 1]) | (x[3 * i + 2] != x[3 * i + 2]);
+        r[i] = (uint8_t)(int32_t)sample_float(x[3 * i]), g[i] = (uint8_t)(int32_t)sample_float(x[3 * i + 1]);
+        bl[i] = (uint8_t)(int32_t)sample_float(x[3 * i + 2]);
+    }
+    return nan;
+}
+
+/* Whether a (B, 3, H, W) layout is channels-last: each row's pixels three interleaved samples. */
+static int interleaved(long channels, const long *stride) { return channels == 3 && stride[1] == 1 && stride[3] == 3; }
+
 /* Image b to 8-bit planes; returns whether it holds a NaN (the tensor code passes NaN on; so does
  * store, for the whole image, rather than return a JPEG of something the input is not). */
 static int load(const job *j, long b, uint8_t *rgb) {
     int nan = 0;
+    long n = j->height * j->width;
+    if (!j->is_double && interleaved(j->channels, j->stride)) {
+        for (long y = 0; y < j->height; y++) {
+            uint8_t *d = rgb + y * j->width;
+            nan |= load_pixels_float((const float *)j->input + b * j->stride[0] + y * j->stride[2], j->width, d,
+                                     d + n, d + 2 * n);
+        }
+        return nan;
+    }
     for (long c = 0; c < j->channels; c++)
         for (long y = 0; y < j->height; y++) {
             long offset = b * j->stride[0] + c * j->stride[1] + y * j->stride[2];
@@ -276,14 +305,33 @@ static int load(const job *j, long b, uint8_t *rgb) {
 }
 
 static void store(const job *j, long b, const uint8_t *pixels, int nan) {
-    long n = j->channels * j->height * j->width;
-    if (j->is_double) {
-        double *y = (double *)j->output + b * n;
-        for (long i = 0; i < n; i++) y[i] = nan ? NAN : pixels[i] / 255.0;
-    } else {
-        float *y = (float *)j->output + b * n;
-        for (long i = 0; i < n; i++) y[i] = nan ? NAN : pixels[i] / 255.0f;
+    long w = j->width, step = j->ostride[3], n = j->height * w;
+    if (!j->is_double && interleaved(j->channels, j->ostride)) {
+        for (long y = 0; y < j->height; y++) {
+            const uint8_t *r = pixels + y * w, *g = r + n, *bl = r + 2 * n;
+            float *restrict o = (float *)j->output + b * j->ostride[0] + y * j->ostride[2];
+            if (nan)
+                for (long x = 0; x < 3 * w; x++) o[x] = NAN;
+            else
+                for (long x = 0; x < w; x++) o[3 * x] = r[x] / 255.0f, o[3 * x + 1] = g[x] / 255.0f, o[3 * x + 2] = bl[x] / 255.0f;
+        }
+        return;
     }
+    for (long c = 0; c < j->channels; c++)
+        for (long y = 0; y < j->height; y++) {
+            const uint8_t *p = pixels + (c * j->height + y) * w;
+            long at = b * j->ostride[0] + c * j->ostride[1] + y * j->ostride[2];
+            if (j->is_double) {
+                double *o = (double *)j->output + at;
+                for (long x = 0; x < w; x++) o[x * step] = nan ? NAN : p[x] / 255.0;
+            } else {
+                float *o = (float *)j->output + at;
+                if (step == 1)  /* the same loop, vectorised */
+                    for (long x = 0; x < w; x++) o[x] = nan ? NAN : p[x] / 255.0f;
+                else
+                    for (long x = 0; x < w; x++) o[x * step] = nan ? NAN : p[x] / 255.0f;
+            }
+        }
 }
 
 /* RGB planes -> Y, Cb, Cr planes (in place, H x W each), libjpeg's fixed point. */
@@ -299,7 +347,7 @@ static void to_ycbcr(uint8_t *p, long n, const int32_t *m) {
 }
 
 /* A plane of h x w samples onto its rows x cols block grid, edges replicated. */
-static void to_grid(const uint8_t *src, long h, long w, int16_t *dst, long rows, long cols) {
+static void to_grid(const uint8_t *restrict src, long h, long w, int16_t *restrict dst, long rows, long cols) {
     for (long r = 0; r < rows; r++) {
         const uint8_t *s = src + (r < h ? r : h - 1) * w;
         int16_t *d = dst + r * cols;
@@ -312,7 +360,8 @@ static void to_grid(const uint8_t *src, long h, long w, int16_t *dst, long rows,
  * is always halved horizontally: 4:2:2 and 4:2:0). libjpeg replicates the full-resolution edge to
  * whole boxes and the last box row down to the grid; the bias alternates along the row (1, 2 for 2x2
  * boxes; 0, 1 for 2x1). */
-static void downsample(const uint8_t *src, long h, long w, int fv, int16_t *dst, long rows, long cols) {
+static void downsample(const uint8_t *restrict src, long h, long w, int fv, int16_t *restrict dst, long rows,
+                       long cols) {
     long last = ceil_div(h, fv) - 1, whole = w / 2;  /* output columns whose box lies inside the image */
     int shift = fv == 2 ? 2 : 1, first = fv == 2 ? 1 : 0;
     for (long r = 0; r < rows; r++) {
@@ -337,8 +386,8 @@ static void downsample(const uint8_t *src, long h, long w, int fv, int16_t *dst,
 
 /* One output row of a chroma plane (ph x pw on a grid of stride cols, halved horizontally and, with
  * fv = 2, vertically) upsampled to width w. */
-static void upsample_row(const int16_t *plane, long ph, long pw, long cols, int fv, int fancy, long y, long w,
-                         int32_t *colsum, uint8_t *out) {
+static void upsample_row(const int16_t *restrict plane, long ph, long pw, long cols, int fv, int fancy, long y,
+                         long w, int32_t *restrict colsum, uint8_t *restrict out) {
     long i = fv == 2 ? y / 2 : y;
     const int16_t *row = plane + i * cols;
     if (!fancy || pw <= 2) {             /* replication; libjpeg's fancy filter needs 3 samples */
@@ -357,7 +406,7 @@ static void upsample_row(const int16_t *plane, long ph, long pw, long cols, int 
     long pairs = w / 2;                  /* output pixels 2 j and 2 j + 1 for j < pairs; w is 2 pw or 2 pw - 1 */
     out[0] = (uint8_t)((4 * colsum[0] + bl) >> shift);
     for (long j = 1; j < pairs; j++) out[2 * j] = (uint8_t)((3 * colsum[j] + colsum[j - 1] + bl) >> shift);
-    for (long j = 0; j < pairs && j < pw - 1; j++)
+    for (long j = 0, end = pairs < pw - 1 ? pairs : pw - 1; j < end; j++)
         out[2 * j + 1] = (uint8_t)((3 * colsum[j] + colsum[j + 1] + br) >> shift);
     if (pairs == pw) out[2 * pw - 1] = (uint8_t)((4 * colsum[pw - 1] + br) >> shift);
     else out[2 * pairs] = (uint8_t)((3 * colsum[pairs] + colsum[pairs - 1] + bl) >> shift);  /* odd w */
@@ -410,8 +459,8 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
     int16_t *luma = (int16_t *)(scratch + l.planes), *cb = (int16_t *)(scratch + l.chroma), *cr = cb + crows * ccols;
     int32_t *colsum = (int32_t *)(scratch + l.rowbuf);
     quantiser luma_q, chroma_q;
-    prepare_quantiser(&luma_q, j->tables + b * 128);
-    prepare_quantiser(&chroma_q, j->tables + b * 128 + 64);
+    prepare_quantiser(&luma_q, j->tables, b * j->table_stride, j->is_double);
+    prepare_quantiser(&chroma_q, j->tables, b * j->table_stride + 64, j->is_double);
     int nan = load(j, b, pixels);
     if (c == 3) to_ycbcr(pixels, n, j->k->to_ycc);
     to_grid(pixels, h, w, luma, rows, cols);
@@ -449,10 +498,12 @@ static void read_gradient_row(const job *j, long b, long c, long y, double *rest
     if (j->is_double) {
         const double *restrict g = (const double *)j->input + at;
         if (step == 1) memcpy(out, g, w * sizeof(double));
+        else if (step == 0) for (long x = 0; x < w; x++) out[x] = g[0];  /* broadcast: the gradient of a sum */
         else for (long x = 0; x < w; x++) out[x] = g[x * step];
     } else {
         const float *restrict g = (const float *)j->input + at;
         if (step == 1) for (long x = 0; x < w; x++) out[x] = g[x];
+        else if (step == 0) for (long x = 0; x < w; x++) out[x] = g[0];
         else for (long x = 0; x < w; x++) out[x] = g[x * step];
     }
 }
@@ -515,7 +566,7 @@ static void fold_edges(double *plane, long rows, long cols, long h, long w) {
 /* Adjoint of upsample_row for output row y: the row's chroma gradient g (w values; g[w .. 2 pw] must
  * have room and is overwritten with zeros, the crop's adjoint) into the plane; acc: pw + 1 values. */
 static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int fv, int fancy, long y, long w,
-                                 double *g, double *acc) {
+                                 double *restrict g, double *restrict acc) {
     long i = fv == 2 ? y / 2 : y;
     double *row = plane + i * cols;
     if (!fancy || pw <= 2) {             /* replication: each sample's box summed */
@@ -542,8 +593,8 @@ static void upsample_row_adjoint(double *plane, long ph, long pw, long cols, int
 /* Adjoint of downsample and the edge replication around it, for full-resolution row y: the chroma
  * grid's (already folded) gradients shared among each box, the copies beyond the right edge added
  * to the last column, and the rows beyond the bottom edge to the last row. */
-static void downsample_row_adjoint(const double *plane, long h, long w, int fv, long ph, long cols, long y,
-                                   double *out) {
+static void downsample_row_adjoint(const double *restrict plane, long h, long w, int fv, long ph, long cols, long y,
+                                   double *restrict out) {
     const double *row = plane + (y / fv) * cols;
     double share = 1.0 / (fv * 2);
     for (long j = 0; j < w / 2; j++) out[2 * j] = out[2 * j + 1] = row[j] * share;
@@ -553,10 +604,39 @@ static void downsample_row_adjoint(const double *plane, long h, long w, int fv, 
         for (long x = 0; x < w; x++) out[x] *= (double)(ph * fv - h + 1);
 }
 
+/* The three channels' rows of row y of the gradient (one pass over a channels-last row). */
+static void read_gradient_rows(const job *j, long b, long y, double *restrict r, double *restrict g,
+                               double *restrict bl) {
+    if (j->is_double || !interleaved(3, j->stride)) {
+        read_gradient_row(j, b, 0, y, r), read_gradient_row(j, b, 1, y, g), read_gradient_row(j, b, 2, y, bl);
+        return;
+    }
+    const float *restrict x = (const float *)j->input + b * j->stride[0] + y * j->stride[2];
+    for (long i = 0; i < j->width; i++) r[i] = x[3 * i], g[i] = x[3 * i + 1], bl[i] = x[3 * i + 2];
+}
+
 static void store_gradient(const job *j, long b, long c, long y, const double *g) {
-    long w = j->width, at = ((b * j->channels + c) * j->height + y) * w;
-    if (j->is_double) memcpy((double *)j->output + at, g, w * sizeof(double));
-    else for (long x = 0; x < w; x++) ((float *)j->output)[at + x] = (float)g[x];
+    long w = j->width, step = j->ostride[3], at = b * j->ostride[0] + c * j->ostride[1] + y * j->ostride[2];
+    if (j->is_double) {
+        double *o = (double *)j->output + at;
+        if (step == 1) memcpy(o, g, w * sizeof(double));
+        else for (long x = 0; x < w; x++) o[x * step] = g[x];
+    } else {
+        float *o = (float *)j->output + at;
+        if (step == 1) for (long x = 0; x < w; x++) o[x] = (float)g[x];
+        else for (long x = 0; x < w; x++) o[x * step] = (float)g[x];
+    }
+}
+
+/* The three channels' rows of row y of the input's gradient. */
+static void store_gradient_rows(const job *j, long b, long y, const double *restrict r, const double *restrict g,
+                                const double *restrict bl) {
+    if (j->is_double || !interleaved(3, j->ostride)) {
+        store_gradient(j, b, 0, y, r), store_gradient(j, b, 1, y, g), store_gradient(j, b, 2, y, bl);
+        return;
+    }
+    float *restrict o = (float *)j->output + b * j->ostride[0] + y * j->ostride[2];
+    for (long x = 0; x < j->width; x++) o[3 * x] = (float)r[x], o[3 * x + 1] = (float)g[x], o[3 * x + 2] = (float)bl[x];
 }
 
 static void image_adjoint(const job *j, long b, uint8_t *scratch) {
@@ -575,11 +655,10 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
             read_gradient_row(j, b, 0, y, ly);
             continue;
         }
-        double *gr = g0, *gg = g1, *gb = g2, *ucb = cb + y * ccols, *ucr = cr + y * ccols;
-        read_gradient_row(j, b, 0, y, gr);
-        read_gradient_row(j, b, 1, y, gg);
-        read_gradient_row(j, b, 2, y, gb);
-        if (l.sub) ucb = g3, ucr = g4;  /* full-resolution chroma rows; at 4:4:4 the planes themselves */
+        double *restrict gr = g0, *restrict gg = g1, *restrict gb = g2;
+        /* full-resolution chroma rows; at 4:4:4 the planes themselves */
+        double *restrict ucb = l.sub ? g3 : cb + y * ccols, *restrict ucr = l.sub ? g4 : cr + y * ccols;
+        read_gradient_rows(j, b, y, gr, gg, gb);
         for (long x = 0; x < w; x++) {
             double r = gr[x], g = gg[x], bl = gb[x];
             ly[x] = r + g + bl;
@@ -622,10 +701,12 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
         } else {
             ucb = cb + y * cols, ucr = cr + y * cols;
         }
-        for (int p = 0; p < 3; p++) {
-            for (long x = 0; x < w; x++) g0[x] = t[p] * f * ly[x] + t[3 + p] * f * ucb[x] + t[6 + p] * f * ucr[x];
-            store_gradient(j, b, p, y, g0);
-        }
+        double *restrict r = g0, *restrict g = g3, *restrict bl = g4;  /* free here: chroma is in g1, g2 */
+        const double *restrict yy = ly, *restrict u = ucb, *restrict v = ucr;
+        for (long x = 0; x < w; x++) r[x] = t[0] * f * yy[x] + t[3] * f * u[x] + t[6] * f * v[x];
+        for (long x = 0; x < w; x++) g[x] = t[1] * f * yy[x] + t[4] * f * u[x] + t[7] * f * v[x];
+        for (long x = 0; x < w; x++) bl[x] = t[2] * f * yy[x] + t[5] * f * u[x] + t[8] * f * v[x];
+        store_gradient_rows(j, b, y, r, g, bl);
     }
 }
 
@@ -645,13 +726,16 @@ static void run(job *j, int threads, int backward) {
     }
 }
 
-void integer_round_trip(const void *input, const long *strides, void *output, const int32_t *tables,
+/* strides: the input's four strides, the output's four, then the tables' batch stride (in elements). */
+void integer_round_trip(const void *input, const long *strides, void *output, const void *tables,
                         const constants *k, uint8_t *scratch, long scratch_size, long batch, long channels,
                         long height, long width, int fv, int fh, int is_double, int fancy, int threads) {
     block_matrices matrices;
     prepare_matrices(&matrices, k);
-    job j = {input, output, tables, k, &matrices, NULL, scratch, scratch_size, batch, channels, height, width,
-             {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
+    job j = {input, output, tables, strides[8], k, &matrices, NULL, scratch, scratch_size, batch, channels, height,
+             width,
+             {strides[0], strides[1], strides[2], strides[3]}, {strides[4], strides[5], strides[6], strides[7]},
+             fv, fh, is_double, fancy};
     run(&j, threads, 0);
 }
 
@@ -659,7 +743,8 @@ void integer_round_trip_adjoint(const void *grad, const long *strides, void *out
                                 const double *adjoint, uint8_t *scratch, long scratch_size, long batch,
                                 long channels, long height, long width, int fv, int fh, int is_double, int fancy,
                                 int threads) {
-    job j = {grad, output, NULL, k, NULL, adjoint, scratch, scratch_size, batch, channels, height, width,
-             {strides[0], strides[1], strides[2], strides[3]}, fv, fh, is_double, fancy};
+    job j = {grad, output, NULL, 0, k, NULL, adjoint, scratch, scratch_size, batch, channels, height, width,
+             {strides[0], strides[1], strides[2], strides[3]}, {strides[4], strides[5], strides[6], strides[7]},
+             fv, fh, is_double, fancy};
     run(&j, threads, 1);
 }

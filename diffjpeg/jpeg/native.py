@@ -51,7 +51,7 @@ _SOURCE = Path(__file__).with_name("native.c")
 # no -ffast-math and no contraction into fused multiply-adds beyond the ones written out (the adjoint's
 # block products, not bit-exact anyway, ask for them); floating-point exception flags are not needed
 # (which lets floor vectorise)
-_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
+_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
 # OpenMP: torch's thread pool where torch runs on libgomp; without it (no libgomp to link) one thread
 _PARALLEL = ("-fopenmp",)
 _lock = threading.Lock()
@@ -173,9 +173,10 @@ def _adjoint_matrices() -> ctypes.Array:
     return (ctypes.c_double * 128)(*columns.flatten().tolist(), *rows.flatten().tolist())
 
 
-def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, upsampling: str) -> Tensor:
-    """Run C function ``name`` on ``x`` ``(B, C, H, W)`` into ``out``, with scratch memory from torch (so
-    that torch's memory profiler counts it), on at most ``torch.get_num_threads()`` threads."""
+def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, upsampling: str,
+          table_stride: int = 0) -> Tensor:
+    """Run C function ``name`` on ``x`` ``(B, C, H, W)`` into ``out`` (both with any strides), with scratch memory
+    from torch (so that torch's memory profiler counts it), on at most ``torch.get_num_threads()`` threads."""
     library = _loaded()
     if library is False:
         raise RuntimeError("diffjpeg: the compiled round trip could not be built on this machine (see the warning)")
@@ -184,40 +185,53 @@ def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, u
     threads = max(1, min(torch.get_num_threads(), b))
     per_thread = library.scratch_bytes(c, h, w, fv, fh, int(name.endswith("adjoint")))
     scratch = torch.empty(threads * per_thread, dtype=torch.uint8)
-    strides = (ctypes.c_long * 4)(*x.stride())
+    strides = (ctypes.c_long * 9)(*x.stride(), *out.stride(), table_stride)
     getattr(library, name)(x.data_ptr(), strides, out.data_ptr(), *operands, scratch.data_ptr(), per_thread, b, c,
                             h, w, fv, fh, int(x.dtype == torch.float64), int(upsampling == "fancy"), threads)
     return out
 
 
-# the C functions read any strides: a compiled graph must hand them its tensors as they are (inductor would
-# otherwise copy a channels-last batch into a fresh layout first)
+# The two operators, declared with torch.library's low-level API: a call goes straight from the dispatcher
+# to the kernel (``torch.library.custom_op`` adds some 40 us of Python per call, a tenth of a CIFAR batch).
+# The C functions read any strides: a compiled graph must hand them its tensors as they are (inductor would
+# otherwise copy a channels-last batch into a fresh layout first).
 _ANY_STRIDES = (torch.Tag.needs_exact_strides,) if hasattr(torch.Tag, "needs_exact_strides") else ()
+_operators = torch.library.Library("diffjpeg", "DEF")
+_operators.define("integer_round_trip(Tensor x, Tensor tables, str subsampling, str upsampling, str color) -> Tensor",
+                  tags=_ANY_STRIDES)
+_operators.define("integer_round_trip_adjoint(Tensor grad, int[] strides, str subsampling, str upsampling, str color)"
+                  " -> Tensor", tags=_ANY_STRIDES)
 
 
-@torch.library.custom_op("diffjpeg::integer_round_trip", mutates_args=(), device_types="cpu", tags=_ANY_STRIDES)
-def _round_trip_op(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
-    ints = tables.to(torch.int32).expand(x.shape[0], 2, 8, 8).contiguous()
-    out = torch.empty(x.shape, dtype=x.dtype)
-    return _call("integer_round_trip", x, out, [ints.data_ptr(), _constants(color)], subsampling, upsampling)
+def _round_trip_kernel(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
+    if tables.ndim != 4 or tables.shape[0] not in (1, x.shape[0]) or tables.shape[1:] != (2, 8, 8):
+        raise ValueError(f"tables must be (1 or B, 2, 8, 8) for B = {x.shape[0]}, got {tuple(tables.shape)}")
+    # read in place: one pair per image, or one pair for the batch (an expanded batch dimension)
+    if tables.dtype != x.dtype or tables.stride()[1:] != (64, 8, 1):
+        tables = tables.to(x.dtype).contiguous()
+    out = torch.empty_like(x)  # x's layout when dense (a channels-last batch stays channels-last)
+    return _call("integer_round_trip", x, out, [tables.data_ptr(), _constants(color)], subsampling, upsampling,
+                 tables.stride(0) if tables.shape[0] > 1 else 0)
 
 
-@torch.library.custom_op("diffjpeg::integer_round_trip_adjoint", mutates_args=(), device_types="cpu",
-                         tags=_ANY_STRIDES)
-def _adjoint_op(grad: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
-    out = torch.empty(grad.shape, dtype=grad.dtype)
+def _adjoint_kernel(grad: Tensor, strides: list[int], subsampling: str, upsampling: str, color: str) -> Tensor:
+    out = torch.empty_strided(grad.shape, strides, dtype=grad.dtype)
     return _call("integer_round_trip_adjoint", grad, out, [_constants(color), _adjoint_matrices()], subsampling,
                  upsampling)
 
 
-@_round_trip_op.register_fake
-def _(x, tables, subsampling, upsampling, color):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+def _round_trip_fake(x, tables, subsampling, upsampling, color):
+    return torch.empty_like(x)
 
 
-@_adjoint_op.register_fake
-def _(grad, subsampling, upsampling, color):
-    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+def _adjoint_fake(grad, strides, subsampling, upsampling, color):
+    return torch.empty_strided(grad.shape, strides, dtype=grad.dtype, device=grad.device)
+
+
+_operators.impl("integer_round_trip", _round_trip_kernel, "CPU")
+_operators.impl("integer_round_trip_adjoint", _adjoint_kernel, "CPU")
+torch.library.register_fake("diffjpeg::integer_round_trip", _round_trip_fake, lib=_operators)
+torch.library.register_fake("diffjpeg::integer_round_trip_adjoint", _adjoint_fake, lib=_operators)
 
 
 def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
@@ -229,12 +243,21 @@ def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: Cod
         subsampling: "444", "422" or "420"; options: a preset :func:`serves` accepts.
 
     Returns:
-        ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it.
+        ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it; in
+        ``x``'s memory layout where ``x`` is dense (``torch.empty_like``), else contiguous.
     """
-    return _round_trip_op(x, tables, subsampling, options.upsampling, options.color)
+    return torch.ops.diffjpeg.integer_round_trip(x, tables, subsampling, options.upsampling, options.color)
 
 
-def integer_round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
+def integer_round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions,
+                               strides: tuple[int, ...] | None = None) -> Tensor:
     """``codec._round_trip_adjoint(grad, subsampling, options)`` (the straight-through gradient), computed
-    in C in double precision and returned in ``grad``'s dtype; ``grad`` ``(B, C, H, W)`` float32/64 on the CPU."""
-    return _adjoint_op(grad, subsampling, options.upsampling, options.color)
+    in C in double precision and returned in ``grad``'s dtype; ``grad`` ``(B, C, H, W)`` float32/64 on the CPU.
+
+    ``strides``: the result's layout (default contiguous). The layer passes its input's, so that autograd
+    accumulates the gradient of a channels-last leaf without copying it into that layout.
+    """
+    if strides is None:
+        strides = torch.empty(grad.shape, device="meta").stride()
+    return torch.ops.diffjpeg.integer_round_trip_adjoint(grad, list(strides), subsampling, options.upsampling,
+                                                         options.color)
