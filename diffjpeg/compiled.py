@@ -40,7 +40,9 @@ class _PerShape:
         if key not in self.shapes and (count < self.after or len(self.shapes) >= self.max_shapes):
             return self.fn(*args)
         if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=False, **self.options)
+            fn = self.fn  # a module is called from a plain function: one nn.Module call less per step (~15 us)
+            self.compiled = torch.compile((lambda *a: fn(*a)) if isinstance(fn, nn.Module) else fn, dynamic=False,
+                                          **self.options)
         self.shapes.add(key)
         return self.compiled(*args)
 
@@ -56,6 +58,7 @@ class CompiledModule(nn.Module):
     def __init__(self, module: nn.Module, after: int, max_shapes: int, check: bool, options: dict):
         super().__init__()
         self.module = module
+        self.__dict__["_wrapped"] = module  # read on every call: a plain attribute, not nn.Module's lookup
         self.check = check
         config = torch._dynamo.config  # one graph per shape must fit in dynamo's cache (torch < 2.6: cache_size_limit)
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
@@ -79,7 +82,7 @@ class CompiledModule(nn.Module):
     def _key(self, x: Tensor, *rest) -> tuple:
         if self.check:
             check_image(x)
-        return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self.module.training, torch.is_grad_enabled(),
+        return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self._wrapped.training, torch.is_grad_enabled(),
                 *((tuple(t.shape), t.dtype) for t in rest if isinstance(t, Tensor)))
 
     def forward(self, x: Tensor) -> Tensor:

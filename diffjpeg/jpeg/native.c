@@ -313,7 +313,8 @@ static void store(const job *j, long b, const uint8_t *pixels, int nan) {
             if (nan)
                 for (long x = 0; x < 3 * w; x++) o[x] = NAN;
             else
-                for (long x = 0; x < w; x++) o[3 * x] = r[x] / 255.0f, o[3 * x + 1] = g[x] / 255.0f, o[3 * x + 2] = bl[x] / 255.0f;
+                for (long x = 0; x < w; x++)
+                    o[3 * x] = r[x] / 255.0f, o[3 * x + 1] = g[x] / 255.0f, o[3 * x + 2] = bl[x] / 255.0f;
         }
         return;
     }
@@ -394,22 +395,41 @@ static void upsample_row(const int16_t *restrict plane, long ph, long pw, long c
         for (long x = 0; x < w; x++) out[x] = (uint8_t)row[x / 2];
         return;
     }
+    int32_t *s = colsum + 1;             /* s[-1] and s[pw] hold the edge samples again (replication) */
     if (fv == 2) {                       /* vertical triangle: 3 x nearest row + the other neighbour */
         long n = y % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i < ph - 1 ? i + 1 : ph - 1);
         const int16_t *other = plane + n * cols;
-        for (long j = 0; j < pw; j++) colsum[j] = 3 * row[j] + other[j];
+        for (long j = 0; j < pw; j++) s[j] = 3 * row[j] + other[j];
     } else {
-        for (long j = 0; j < pw; j++) colsum[j] = row[j];
+        for (long j = 0; j < pw; j++) s[j] = row[j];
     }
-    /* horizontal triangle, edges replicated: (3 s[j] + s[j -/+ 1] + bias) >> shift */
+    s[-1] = s[0], s[pw] = s[pw - 1];
+    /* horizontal triangle: out[2 j] = (3 s[j] + s[j - 1] + bl) >> shift, out[2 j + 1] = (3 s[j] + s[j + 1] + br)
+     * >> shift; w is 2 pw, or 2 pw - 1 (no last odd pixel) */
     int32_t bl = fv == 2 ? 8 : 1, br = fv == 2 ? 7 : 2, shift = fv == 2 ? 4 : 2;
-    long pairs = w / 2;                  /* output pixels 2 j and 2 j + 1 for j < pairs; w is 2 pw or 2 pw - 1 */
-    out[0] = (uint8_t)((4 * colsum[0] + bl) >> shift);
-    for (long j = 1; j < pairs; j++) out[2 * j] = (uint8_t)((3 * colsum[j] + colsum[j - 1] + bl) >> shift);
-    for (long j = 0, end = pairs < pw - 1 ? pairs : pw - 1; j < end; j++)
-        out[2 * j + 1] = (uint8_t)((3 * colsum[j] + colsum[j + 1] + br) >> shift);
-    if (pairs == pw) out[2 * pw - 1] = (uint8_t)((4 * colsum[pw - 1] + br) >> shift);
-    else out[2 * pairs] = (uint8_t)((3 * colsum[pairs] + colsum[pairs - 1] + bl) >> shift);  /* odd w */
+    long j = 0;
+#ifdef __AVX2__
+    /* 8 pairs at a time (chroma rows are short: 16 samples at CIFAR size, too few for the vectoriser) */
+    const __m256i left = _mm256_set1_epi32(bl), right = _mm256_set1_epi32(br);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    for (; j + 8 <= w / 2; j += 8) {
+        __m256i c = _mm256_loadu_si256((const __m256i *)(s + j)), c3 = _mm256_add_epi32(_mm256_add_epi32(c, c), c);
+        __m256i before = _mm256_loadu_si256((const __m256i *)(s + j - 1));
+        __m256i after = _mm256_loadu_si256((const __m256i *)(s + j + 1));
+        __m256i even = _mm256_sra_epi32(_mm256_add_epi32(_mm256_add_epi32(c3, before), left), count);
+        __m256i odd = _mm256_sra_epi32(_mm256_add_epi32(_mm256_add_epi32(c3, after), right), count);
+        /* within each 128-bit lane: (e0 o0 e1 o1) (e2 o2 e3 o3) -> 16-bit -> 8-bit, in pixel order */
+        __m256i pairs = _mm256_packs_epi32(_mm256_unpacklo_epi32(even, odd), _mm256_unpackhi_epi32(even, odd));
+        __m256i bytes = _mm256_packus_epi16(pairs, pairs);
+        _mm_storel_epi64((__m128i *)(out + 2 * j), _mm256_castsi256_si128(bytes));
+        _mm_storel_epi64((__m128i *)(out + 2 * j + 8), _mm256_extracti128_si256(bytes, 1));
+    }
+#endif
+    for (; j < pw; j++) {
+        int32_t s3 = 3 * s[j];
+        out[2 * j] = (uint8_t)((s3 + s[j - 1] + bl) >> shift);
+        if (2 * j + 1 < w) out[2 * j + 1] = (uint8_t)((s3 + s[j + 1] + br) >> shift);
+    }
 }
 
 static void to_rgb_row(const int16_t *restrict y, const uint8_t *restrict cb, const uint8_t *restrict cr, long w,
