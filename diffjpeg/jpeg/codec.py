@@ -234,10 +234,16 @@ def decode_coefficients(coefficients: Sequence[Tensor], qtables: Tensor, subsamp
 
 
 @functools.lru_cache(maxsize=64)
+def _quality_tables_once(q: float, base: str, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return quality_tables(integer_quality(torch.tensor([q], device=device, dtype=dtype)), base)
+
+
+@torch.compiler.assume_constant_result  # a constant of a compiled graph, not a kernel run on every call
 def _fixed_quality_tables(q: float, base: str, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``(1, 2, 8, 8)`` tables of a quality given as a number (no gradient), kept: they cost a dozen small
-    operations, a tenth of a CIFAR-sized call. Callers expand them and never write to them."""
-    return quality_tables(integer_quality(torch.tensor([q], device=device, dtype=dtype)), base)
+    operations, a tenth of a CIFAR-sized call. Callers expand them and never write to them. (torch.compile
+    traces through an ``lru_cache``, hence the cached function inside.)"""
+    return _quality_tables_once(q, base, device, dtype)
 
 
 def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, device, dtype,
@@ -248,7 +254,7 @@ def resolve_qtables(q: float | Tensor, qtables: Tensor | None, batch: int, devic
     straight-through), as an encoder takes them and a JPEG file stores them.
     """
     if qtables is None:
-        if not isinstance(q, Tensor) and not torch.compiler.is_compiling():  # a fixed quality: tables made once
+        if not isinstance(q, Tensor):  # a fixed quality: tables made once
             return _fixed_quality_tables(float(q), options.tables, torch.device(device), dtype).expand(batch, 2, 8, 8)
         q = torch.as_tensor(q, device=device, dtype=dtype).expand(batch) if not isinstance(q, Tensor) or q.ndim == 0 \
             else q.to(device=device, dtype=dtype)
