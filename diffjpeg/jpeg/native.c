@@ -659,6 +659,18 @@ static void store_gradient_rows(const job *j, long b, long y, const double *rest
     for (long x = 0; x < j->width; x++) o[3 * x] = (float)r[x], o[3 * x + 1] = (float)g[x], o[3 * x + 2] = (float)bl[x];
 }
 
+/* The colour conversion's adjoint for one row: the R, G, B gradients to the Y row and the full-resolution
+ * Cb and Cr rows (m: the Cb and Cr weights of R, G and B, the YCbCr -> RGB matrix's transpose). */
+static void to_rgb_adjoint_row(const double *restrict r, const double *restrict g, const double *restrict bl, long w,
+                               const double *m, double *restrict y, double *restrict cb, double *restrict cr) {
+    const double rcb = m[0], gcb = m[1], bcb = m[2], rcr = m[3], gcr = m[4], bcr = m[5];
+    for (long x = 0; x < w; x++) {
+        y[x] = r[x] + g[x] + bl[x];
+        cb[x] = rcb * r[x] + gcb * g[x] + bcb * bl[x];
+        cr[x] = rcr * r[x] + gcr * g[x] + bcr * bl[x];
+    }
+}
+
 static void image_adjoint(const job *j, long b, uint8_t *scratch) {
     long c = j->channels;
     layout l = plan(c, j->height, j->width, j->fv, j->fh, 1);
@@ -668,26 +680,20 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
     memset(scratch, 0, l.rowbuf);        /* the crops' adjoint: zeros outside the image */
     const int32_t *m = j->k->to_rgb;
     const double f = 1.0 / 65536.0;
-    const double rcb = m[0] * f, gcb = m[2] * f, bcb = m[4] * f, rcr = m[1] * f, gcr = m[3] * f, bcr = m[5] * f;
+    const double transpose[6] = {m[0] * f, m[2] * f, m[4] * f, m[1] * f, m[3] * f, m[5] * f};
     for (long y = 0; y < h; y++) {       /* colour conversion's and upsampling's adjoints, row by row */
         double *ly = luma + y * cols;
         if (c == 1) {
             read_gradient_row(j, b, 0, y, ly);
             continue;
         }
-        double *restrict gr = g0, *restrict gg = g1, *restrict gb = g2;
         /* full-resolution chroma rows; at 4:4:4 the planes themselves */
-        double *restrict ucb = l.sub ? g3 : cb + y * ccols, *restrict ucr = l.sub ? g4 : cr + y * ccols;
-        read_gradient_rows(j, b, y, gr, gg, gb);
-        for (long x = 0; x < w; x++) {
-            double r = gr[x], g = gg[x], bl = gb[x];
-            ly[x] = r + g + bl;
-            ucb[x] = rcb * r + gcb * g + bcb * bl;
-            ucr[x] = rcr * r + gcr * g + bcr * bl;
-        }
+        double *ucb = l.sub ? g3 : cb + y * ccols, *ucr = l.sub ? g4 : cr + y * ccols;
+        read_gradient_rows(j, b, y, g0, g1, g2);
+        to_rgb_adjoint_row(g0, g1, g2, w, transpose, ly, ucb, ucr);
         if (l.sub) {
-            upsample_row_adjoint(cb, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucb, gr);
-            upsample_row_adjoint(cr, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucr, gr);
+            upsample_row_adjoint(cb, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucb, g0);
+            upsample_row_adjoint(cr, l.ph, l.pw, ccols, j->fv, j->fancy, y, w, ucr, g0);
         }
     }
     if (l.sub && j->fancy && l.pw > 2) { /* the triangle filters' scale */
