@@ -50,8 +50,9 @@ __all__ = ["available", "disabled", "serves", "serves_gradient", "integer_round_
 _SOURCE = Path(__file__).with_name("native.c")
 # no -ffast-math and no contraction into fused multiply-adds beyond the ones written out (the adjoint's
 # block products, not bit-exact anyway, ask for them); floating-point exception flags are not needed
-# (which lets floor vectorise)
-_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
+# (which lets floor vectorise); 256-bit vectors, since 512-bit ones leave short rows (CIFAR's chroma) to scalar loops
+_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-ffp-contract=off", "-fno-trapping-math", "-shared",
+          "-fPIC")
 # OpenMP: torch's thread pool where torch runs on libgomp; without it (no libgomp to link) one thread
 _PARALLEL = ("-fopenmp",)
 _lock = threading.Lock()
