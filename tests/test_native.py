@@ -151,6 +151,33 @@ def test_adjoint_matches_the_tensor_adjoint(preset):
                        native.integer_round_trip_adjoint(strided.contiguous(), "420", options))
 
 
+def test_output_and_gradient_come_in_the_inputs_layout():
+    """A channels-last batch stays channels-last both ways, so autograd need not copy a leaf's gradient."""
+    x = photo_batch((2, 3, 16, 24)).requires_grad_()  # channels-last (a permuted HWC array)
+    out = DiffJPEG(q=50)(x)
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))  # the layer's own gradient, not accumulated
+    assert out.stride() == grad.stride() == x.stride() != x.contiguous().stride()
+    with native.disabled():
+        (reference,) = torch.autograd.grad(DiffJPEG(q=50)(x), x, torch.ones_like(out))
+    assert torch.allclose(grad, reference, rtol=0, atol=rounding_bound(reference))
+
+
+def test_fake_kernels_give_the_outputs_layouts():
+    """torch.compile plans its buffers from the fake kernels: they must describe the real outputs (a wrong
+    one fails at run time in inductor's graphs, or worse)."""
+    x = photo_batch((2, 3, 16, 24))
+    tables = resolve_qtables(50.0, None, 2, "cpu", torch.float32, PILLOW)
+    for images in (x, x.contiguous(), x[:, :, :, ::2], x.double()):
+        torch.library.opcheck(torch.ops.diffjpeg.integer_round_trip.default, (images, tables, "420", "fancy", "jfif5"),
+                              test_utils=("test_schema", "test_faketensor"))
+        layout = list(torch.empty_like(images).stride())
+        torch.library.opcheck(torch.ops.diffjpeg.integer_round_trip_adjoint.default,
+                              (torch.randn(images.shape, dtype=images.dtype), layout, "420", "fancy", "jfif5"),
+                              test_utils=("test_schema", "test_faketensor"))
+    with pytest.raises(ValueError, match=r"tables must be \(1 or B, 2, 8, 8\) for B = 2, got \(3, 2, 8, 8\)"):
+        torch.ops.diffjpeg.integer_round_trip(x, tables[:1].expand(3, 2, 8, 8), "420", "fancy", "jfif5")
+
+
 def test_layer_gradient_from_the_compiled_pass_and_kept_for_second_derivatives():
     x = photo_batch((2, 3, 24, 40)).requires_grad_()
     grad = torch.randn(2, 3, 24, 40)
