@@ -58,7 +58,6 @@ class CompiledModule(nn.Module):
     def __init__(self, module: nn.Module, after: int, max_shapes: int, check: bool, options: dict):
         super().__init__()
         self.module = module
-        self.__dict__["_wrapped"] = module  # read on every call: a plain attribute, not nn.Module's lookup
         self.check = check
         config = torch._dynamo.config  # one graph per shape must fit in dynamo's cache (torch < 2.6: cache_size_limit)
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
@@ -82,7 +81,7 @@ class CompiledModule(nn.Module):
     def _key(self, x: Tensor, *rest) -> tuple:
         if self.check:
             check_image(x)
-        return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self._wrapped.training, torch.is_grad_enabled(),
+        return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self.module.training, torch.is_grad_enabled(),
                 *((tuple(t.shape), t.dtype) for t in rest if isinstance(t, Tensor)))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -671,6 +671,15 @@ static void to_rgb_adjoint_row(const double *restrict r, const double *restrict 
     }
 }
 
+/* The RGB -> YCbCr conversion's adjoint for one row: the Y, Cb, Cr gradients to the R, G, B rows (m: the
+ * weights of Y, Cb and Cr for R, then for G, then for B). */
+static void to_ycbcr_adjoint_row(const double *restrict y, const double *restrict cb, const double *restrict cr,
+                                 long w, const double *m, double *restrict r, double *restrict g, double *restrict bl) {
+    for (long x = 0; x < w; x++) r[x] = m[0] * y[x] + m[1] * cb[x] + m[2] * cr[x];
+    for (long x = 0; x < w; x++) g[x] = m[3] * y[x] + m[4] * cb[x] + m[5] * cr[x];
+    for (long x = 0; x < w; x++) bl[x] = m[6] * y[x] + m[7] * cb[x] + m[8] * cr[x];
+}
+
 static void image_adjoint(const job *j, long b, uint8_t *scratch) {
     long c = j->channels;
     layout l = plan(c, j->height, j->width, j->fv, j->fh, 1);
@@ -713,7 +722,9 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
             fold_edges(cr, rows, cols, h, w);
         }
     }
-    const int32_t *t = j->k->to_ycc;     /* RGB -> YCbCr's transpose */
+    const int32_t *t = j->k->to_ycc;     /* RGB -> YCbCr's transpose, by columns */
+    const double from_ycc[9] = {t[0] * f, t[3] * f, t[6] * f, t[1] * f, t[4] * f, t[7] * f,
+                                t[2] * f, t[5] * f, t[8] * f};
     for (long y = 0; y < h; y++) {
         double *ly = luma + y * cols;
         if (c == 1) {
@@ -727,12 +738,8 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
         } else {
             ucb = cb + y * cols, ucr = cr + y * cols;
         }
-        double *restrict r = g0, *restrict g = g3, *restrict bl = g4;  /* free here: chroma is in g1, g2 */
-        const double *restrict yy = ly, *restrict u = ucb, *restrict v = ucr;
-        for (long x = 0; x < w; x++) r[x] = t[0] * f * yy[x] + t[3] * f * u[x] + t[6] * f * v[x];
-        for (long x = 0; x < w; x++) g[x] = t[1] * f * yy[x] + t[4] * f * u[x] + t[7] * f * v[x];
-        for (long x = 0; x < w; x++) bl[x] = t[2] * f * yy[x] + t[5] * f * u[x] + t[8] * f * v[x];
-        store_gradient_rows(j, b, y, r, g, bl);
+        to_ycbcr_adjoint_row(ly, ucb, ucr, w, from_ycc, g0, g3, g4);  /* g3, g4 free here: chroma is in g1, g2 */
+        store_gradient_rows(j, b, y, g0, g3, g4);
     }
 }
 
