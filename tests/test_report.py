@@ -1,6 +1,8 @@
 """diffjpeg report's measurements: the peak extra memory of forward + backward, and its table."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -48,3 +50,25 @@ def test_speed_refuses_a_layer_that_is_not_pillow(monkeypatch):
     monkeypatch.setattr(report, "diff_jpeg", lambda x, **kwargs: x * 1.0)  # differentiable, not JPEG
     with pytest.raises(AssertionError, match="the layer differs from Pillow on the 2x3x32x32 timing batch at q=50"):
         speed(((2, 3, 32, 32),), repeats=1, exact=False)
+
+
+def test_time_call_times_repeats_calls_and_more_until_min_seconds():
+    calls = []
+    report.time_call(lambda: calls.append(1), 3, min_seconds=0)
+    assert len(calls) == 4  # a warm-up call, then the three timed ones
+    calls.clear()
+    best = report.time_call(lambda: (calls.append(1), time.sleep(0.002)), 3, min_seconds=0.05)
+    assert len(calls) >= 15 and best >= 0.002  # 50 ms of 2 ms calls
+
+
+def test_time_forward_backward_hands_the_layer_a_dense_gradient_in_its_output_layout():
+    seen = []
+
+    def layer(t):
+        out = (t * 2).contiguous(memory_format=torch.channels_last)
+        out.register_hook(lambda g: seen.append((g.stride(), out.stride(), bool((g == 1).all()))))
+        return out
+
+    report.time_forward_backward(layer, torch.rand(2, 3, 8, 8), 2, min_seconds=0)
+    assert len(seen) == 3  # the warm-up and two timed calls; not the untimed call that made the gradient
+    assert all(g == o and 0 not in g and ones for g, o, ones in seen)  # not .sum()'s stride-0 gradient
