@@ -22,6 +22,7 @@ from diffjpeg.jpeg.codec import _round_trip_adjoint, codec_round_trip, resolve_q
 from diffjpeg.jpeg.presets import PILLOW, PRESETS, resolve_preset
 from diffjpeg.jpeg.real import real_jpeg
 from diffjpeg.jpeg.rounding import round_ste
+from diffjpeg.jpeg.validate import value_checks as validate_mode
 
 HAS_COMPILER = shutil.which("cc") is not None or shutil.which("gcc") is not None
 SERVED = [name for name, (options, _, _) in PRESETS.items() if native.serves(torch.zeros(1), torch.zeros(1), options)]
@@ -117,6 +118,50 @@ def test_nan_passes_on_and_infinities_saturate_as_in_the_tensor_code():
         compiled, tensors = _both(lambda: codec_round_trip(images, tables, "420", round_ste, True))
         assert compiled[1].isnan().all() and tensors[1].isnan().any()  # the tensor code: NaN around the pixel
         assert torch.equal(compiled[[0, 2]], tensors[[0, 2]])
+
+
+def test_the_value_check_in_the_c_pass_decides_and_says_what_check_image_does():
+    """The layer's value check rides on the C pass's load: it must refuse exactly what check_image refuses,
+    values on either side of [-tolerance, 1 + tolerance] in each dtype and layout, with the same message."""
+    from diffjpeg.jpeg.validate import RANGE_TOLERANCE, check_image
+
+    def neighbours(v, dtype):
+        t = torch.tensor(v, dtype=dtype)
+        return [torch.nextafter(t, torch.tensor(-9.0, dtype=dtype)).item(), t.item(),
+                torch.nextafter(t, torch.tensor(9.0, dtype=dtype)).item()]
+
+    def error(fn):
+        try:
+            fn()
+        except ValueError as e:
+            return str(e)
+        return None
+
+    calls = []
+    original = native._library.integer_round_trip
+    native._library.integer_round_trip = lambda *a: calls.append(1) or original(*a)
+    try:
+        for dtype in (torch.float32, torch.float64):
+            values = neighbours(-RANGE_TOLERANCE, dtype) + neighbours(1 + RANGE_TOLERANCE, dtype) + [
+                float("nan"), float("inf"), -float("inf"), 2.0]
+            for value, layout in itertools.product(values, (torch.contiguous_format, torch.channels_last)):
+                x = torch.rand(2, 3, 8, 8, dtype=dtype).contiguous(memory_format=layout)
+                x[1, 2, 5, 6] = value
+                expected = error(lambda: check_image(x))
+                assert error(lambda: DiffJPEG(q=50)(x)) == expected, (dtype, value, layout)
+                with native.disabled():
+                    assert error(lambda: DiffJPEG(q=50)(x)) == expected, (dtype, value, layout)
+            for bound in (values[:3], values[3:6]):  # each bound's neighbours straddle it
+                refused = [error(lambda v=v: check_image(torch.full((1, 3, 8, 8), v, dtype=dtype))) is not None
+                           for v in bound]
+                assert refused[0] != refused[2], (dtype, bound)
+    finally:
+        native._library.integer_round_trip = original
+    assert calls  # the C pass ran
+    x = torch.rand(1, 3, 8, 8)
+    x[0, 0, 0, 0] = 3.0
+    with validate_mode("off"):
+        assert DiffJPEG(q=50)(x).shape == x.shape  # value checks switched off: the C pass does not raise
 
 
 def test_same_values_on_one_and_several_threads():

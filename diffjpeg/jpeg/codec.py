@@ -269,10 +269,12 @@ def check_arguments(x: Tensor, q, subsampling: str, rounding: str, qtables) -> T
     """The checks of ``x``, ``rounding`` and ``q`` / ``qtables`` that :func:`diff_jpeg` and every
     ``DiffJPEG.forward`` run; returns the normalised tables (or ``None``).
 
-    ``subsampling`` and the estimator options are checked separately (by :func:`diff_jpeg` on
-    every call, by ``DiffJPEG`` once at construction); ``subsampling`` is unused here.
+    ``x``'s values are not checked here: the caller asks :func:`diff_jpeg_unchecked` to check them in
+    its first pass over them (``check_values=True``). ``subsampling`` and the estimator options are
+    checked separately (by :func:`diff_jpeg` on every call, by ``DiffJPEG`` once at construction);
+    ``subsampling`` is unused here.
     """
-    validate.check_image(x)
+    validate.check_image(x, values=False)
     arguments.check_choice(rounding, ROUNDINGS, "rounding")
     if qtables is not None:
         return validate.check_qtables(qtables, batch=x.shape[0])
@@ -314,18 +316,21 @@ def diff_jpeg(x: Tensor, q: float | Tensor = DEFAULT_QUALITY, subsampling: str =
     exact, training = arguments.check_bool(exact, "exact"), arguments.check_bool(training, "training")
     generator = arguments.check_generator(generator)
     return diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, temperature=temperature, terms=terms, exact=exact,
-                      training=training, generator=generator, options=options)
+                               training=training, generator=generator, options=options, check_values=True)
 
 
 def codec_round_trip(x: Tensor, tables: Tensor, subsampling: str, quantize: Callable[[Tensor], Tensor],
-                     integer: bool, options: CodecOptions = PILLOW) -> Tensor:
+                     integer: bool, options: CodecOptions = PILLOW, check_values: bool = False) -> Tensor:
     """Encode and decode ``x`` ``(B, C, H, W)`` in [0, 1] with ``(B, 2, 8, 8)`` tables.
 
     The integer round trip without a graph to record runs in C on the CPU (:mod:`.native`, the same
-    values); everything else runs the tensor stages.
+    values); everything else runs the tensor stages. ``check_values``: check that ``x`` is finite and in
+    [0, 1] first (:func:`.validate.check_image_values`; the C pass checks as it reads).
     """
     if integer and quantize is round_ste and native.serves(x, tables, options):
-        return native.integer_round_trip(x, tables, subsampling, options)
+        return native.integer_round_trip(x, tables, subsampling, options, check_values)
+    if check_values:
+        validate.check_image_values(x)
     coefficients = _encode_planes(x, tables, subsampling, quantize, integer, options)
     return _decode_planes(coefficients, tables, subsampling, (x.shape[2], x.shape[3]), integer, options=options)
 
@@ -369,8 +374,8 @@ class _StraightThroughRoundTrip(torch.autograd.Function):
     """The integer round trip as one autograd node: forward without a graph, backward the adjoint."""
 
     @staticmethod
-    def forward(ctx, x, tables, subsampling, options):
-        out = codec_round_trip(x, tables, subsampling, round_ste, True, options)
+    def forward(ctx, x, tables, subsampling, options, check_values):
+        out = codec_round_trip(x, tables, subsampling, round_ste, True, options, check_values)
         # the gradient in the output's layout, which is x's (a channels-last leaf's gradient needs no copy)
         ctx.subsampling, ctx.options, ctx.strides = subsampling, options, out.stride()
         return out
@@ -378,45 +383,50 @@ class _StraightThroughRoundTrip(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         if native.serves_gradient(grad, ctx.options):
-            return native.integer_round_trip_adjoint(grad, ctx.subsampling, ctx.options, ctx.strides), None, None, None
-        return _round_trip_adjoint(grad, ctx.subsampling, ctx.options), None, None, None
+            return native.integer_round_trip_adjoint(grad, ctx.subsampling, ctx.options, ctx.strides), *[None] * 4
+        return _round_trip_adjoint(grad, ctx.subsampling, ctx.options), *[None] * 4
 
 
-def straight_through_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions = PILLOW) -> Tensor:
+def straight_through_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions = PILLOW,
+                                check_values: bool = False) -> Tensor:
     """:func:`codec_round_trip` in integer mode with "ste" rounding, for ``tables`` without gradient.
 
     The same values and the same gradient with respect to ``x`` (up to float rounding: the adjoint
     runs in ``x``'s dtype), but no graph of some sixty operations and no tensors kept for the
     backward pass, which is a handful of passes over the gradient (:func:`_round_trip_adjoint`).
     """
-    return _StraightThroughRoundTrip.apply(x, tables, subsampling, options)
+    return _StraightThroughRoundTrip.apply(x, tables, subsampling, options, check_values)
 
 
 def diff_jpeg_unchecked(x, q, subsampling, rounding, qtables, *, temperature=TEMPERATURE, terms=TERMS, exact=False,
-                        training=False, generator=None, options: CodecOptions = PILLOW) -> Tensor:
-    """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary)."""
+                        training=False, generator=None, options: CodecOptions = PILLOW,
+                        check_values: bool = False) -> Tensor:
+    """:func:`diff_jpeg` on arguments already validated (by the caller, once, at its boundary);
+    ``check_values``: but for ``x``'s values, which the first pass over them checks."""
     work = working_dtype(x)
     y = x.to(work)
     tables = resolve_qtables(q, qtables, x.shape[0], x.device, work, options)
     rounds_exactly = rounding == "ste" or (rounding == "noise" and not training)
     if rounds_exactly and not tables.requires_grad and straight_through_supported(options):
-        out = straight_through_round_trip(y, tables, subsampling, options)
+        out = straight_through_round_trip(y, tables, subsampling, options, check_values)
     elif exact and not rounds_exactly:  # forward: libjpeg's integer pipeline; backward: the estimator's
         with torch.no_grad():
-            out = codec_round_trip(y, tables, subsampling, round_ste, True, options)
+            out = codec_round_trip(y, tables, subsampling, round_ste, True, options, check_values)
         if torch.is_grad_enabled() and (y.requires_grad or tables.requires_grad):
             out = straight_through(_estimated(y, tables, subsampling, rounding, temperature, terms, training,
                                               generator, options), out)
     else:
-        out = _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options)
+        out = _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options,
+                         check_values)
     return out.to(x.dtype)
 
 
-def _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options=PILLOW) -> Tensor:
+def _estimated(y, tables, subsampling, rounding, temperature, terms, training, generator, options=PILLOW,
+               check_values=False) -> Tensor:
     """The round trip with ``rounding``'s estimator (forward and backward)."""
     quantize = rounding_function(rounding, temperature=temperature, terms=terms, training=training,
                                  generator=generator)
-    return codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS, options)
+    return codec_round_trip(y, tables, subsampling, quantize, rounding in INTEGER_ROUNDINGS, options, check_values)
 
 
 class _ClampedTables(nn.Module):
@@ -489,8 +499,8 @@ class DiffJPEG(Defense):
         tables = self.qtables
         check_arguments(x, self.q, self.subsampling, self.rounding, tables)
         return diff_jpeg_unchecked(x, self.q, self.subsampling, self.rounding, tables, temperature=self.temperature,
-                          terms=self.terms, exact=self.exact, training=self.training, generator=self.generator,
-                          options=self.options)
+                                   terms=self.terms, exact=self.exact, training=self.training,
+                                   generator=self.generator, options=self.options, check_values=True)
 
     def surrogate(self) -> nn.Module:
         return self

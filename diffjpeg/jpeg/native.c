@@ -46,6 +46,7 @@ typedef struct {
     long stride[4];      /* the input's strides, in elements */
     long ostride[4];     /* the output's (the caller's layout: the input's, so no copy follows) */
     int fv, fh, is_double, fancy;
+    double low, high;    /* the input values allowed (forward only): low <= v <= high, as the value check's */
 } job;
 
 static int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
@@ -248,60 +249,70 @@ static inline double sample_double(double v) {
     v = v > 0.0 ? v : 0.0;
     return v < 255.0 ? v : 255.0;
 }
-/* One row to 8-bit samples; returns whether it holds a NaN. */
-static int load_row_float(const float *restrict x, long step, long w, uint8_t *restrict d) {
-    int nan = 0;
+/* The loads' flags: a NaN (passed on by store), a value outside [low, high] or not finite (the value
+ * check, read in the same pass as the samples: NaN fails both comparisons). */
+enum { HAS_NAN = 1, OUT_OF_RANGE = 2 };
+#define FLAGS(v, low, high) (((v) != (v)) | (!((v) >= (low) && (v) <= (high)) << 1))
+
+/* One row to 8-bit samples; returns its flags. */
+static int load_row_float(const float *restrict x, long step, long w, float low, float high, uint8_t *restrict d) {
+    int flags = 0;
     if (step == 1)  /* the same loop, vectorised */
-        for (long i = 0; i < w; i++) nan |= x[i] != x[i], d[i] = (uint8_t)(int32_t)sample_float(x[i]);
+        for (long i = 0; i < w; i++) flags |= FLAGS(x[i], low, high), d[i] = (uint8_t)(int32_t)sample_float(x[i]);
     else
-        for (long i = 0; i < w; i++) nan |= x[i * step] != x[i * step], d[i] = (uint8_t)(int32_t)sample_float(x[i * step]);
-    return nan;
+        for (long i = 0; i < w; i++)
+            flags |= FLAGS(x[i * step], low, high), d[i] = (uint8_t)(int32_t)sample_float(x[i * step]);
+    return flags;
 }
-static int load_row_double(const double *restrict x, long step, long w, uint8_t *restrict d) {
-    int nan = 0;
+static int load_row_double(const double *restrict x, long step, long w, double low, double high,
+                           uint8_t *restrict d) {
+    int flags = 0;
     if (step == 1)
-        for (long i = 0; i < w; i++) nan |= x[i] != x[i], d[i] = (uint8_t)(int32_t)sample_double(x[i]);
+        for (long i = 0; i < w; i++) flags |= FLAGS(x[i], low, high), d[i] = (uint8_t)(int32_t)sample_double(x[i]);
     else
-        for (long i = 0; i < w; i++) nan |= x[i * step] != x[i * step], d[i] = (uint8_t)(int32_t)sample_double(x[i * step]);
-    return nan;
+        for (long i = 0; i < w; i++)
+            flags |= FLAGS(x[i * step], low, high), d[i] = (uint8_t)(int32_t)sample_double(x[i * step]);
+    return flags;
 }
 
 /* One row of interleaved RGB pixels (a channels-last batch) to three 8-bit rows in one pass. */
-static int load_pixels_float(const float *restrict x, long w, uint8_t *restrict r, uint8_t *restrict g,
-                             uint8_t *restrict bl) {
-    int nan = 0;
+static int load_pixels_float(const float *restrict x, long w, float low, float high, uint8_t *restrict r,
+                             uint8_t *restrict g, uint8_t *restrict bl) {
+    int flags = 0;
     for (long i = 0; i < w; i++) {
-        nan |= (x[3 * i] != x[3 * i]) | (x[3 * i + 1] != x[3 * i + 1]) | (x[3 * i + 2] != x[3 * i + 2]);
+        flags |= FLAGS(x[3 * i], low, high) | FLAGS(x[3 * i + 1], low, high) | FLAGS(x[3 * i + 2], low, high);
         r[i] = (uint8_t)(int32_t)sample_float(x[3 * i]), g[i] = (uint8_t)(int32_t)sample_float(x[3 * i + 1]);
         bl[i] = (uint8_t)(int32_t)sample_float(x[3 * i + 2]);
     }
-    return nan;
+    return flags;
 }
 
 /* Whether a (B, 3, H, W) layout is channels-last: each row's pixels three interleaved samples. */
 static int interleaved(long channels, const long *stride) { return channels == 3 && stride[1] == 1 && stride[3] == 3; }
 
-/* Image b to 8-bit planes; returns whether it holds a NaN (the tensor code passes NaN on; so does
- * store, for the whole image, rather than return a JPEG of something the input is not). */
+/* Image b to 8-bit planes; returns its flags (the tensor code passes NaN on; so does store, for the
+ * whole image, rather than return a JPEG of something the input is not). */
 static int load(const job *j, long b, uint8_t *rgb) {
-    int nan = 0;
+    int flags = 0;
     long n = j->height * j->width;
+    const float low = (float)j->low, high = (float)j->high;  /* exact: the caller gives float32 bounds */
     if (!j->is_double && interleaved(j->channels, j->stride)) {
         for (long y = 0; y < j->height; y++) {
             uint8_t *d = rgb + y * j->width;
-            nan |= load_pixels_float((const float *)j->input + b * j->stride[0] + y * j->stride[2], j->width, d,
-                                     d + n, d + 2 * n);
+            flags |= load_pixels_float((const float *)j->input + b * j->stride[0] + y * j->stride[2], j->width, low,
+                                       high, d, d + n, d + 2 * n);
         }
-        return nan;
+        return flags;
     }
     for (long c = 0; c < j->channels; c++)
         for (long y = 0; y < j->height; y++) {
             long offset = b * j->stride[0] + c * j->stride[1] + y * j->stride[2];
             uint8_t *d = rgb + (c * j->height + y) * j->width;
-            if (j->is_double) nan |= load_row_double((const double *)j->input + offset, j->stride[3], j->width, d);
-            else nan |= load_row_float((const float *)j->input + offset, j->stride[3], j->width, d);
+            if (j->is_double)
+                flags |= load_row_double((const double *)j->input + offset, j->stride[3], j->width, j->low, j->high, d);
+            else flags |= load_row_float((const float *)j->input + offset, j->stride[3], j->width, low, high, d);
         }
-    return nan;
+    return flags;
 }
 
 static void store(const job *j, long b, const uint8_t *pixels, int nan) {
@@ -470,8 +481,8 @@ long scratch_bytes(long channels, long height, long width, int fv, int fh, int b
     return plan(channels, height, width, fv, fh, backward).total;
 }
 
-/* One image through encode and decode. */
-static void image_round_trip(const job *j, long b, uint8_t *scratch) {
+/* One image through encode and decode; returns whether a value is outside [low, high] or not finite. */
+static int image_round_trip(const job *j, long b, uint8_t *scratch) {
     long c = j->channels;
     layout l = plan(c, j->height, j->width, j->fv, j->fh, 0);
     long h = l.h, w = l.w, n = l.n, rows = l.rows, cols = l.cols, crows = l.crows, ccols = l.ccols;
@@ -481,7 +492,7 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
     quantiser luma_q, chroma_q;
     prepare_quantiser(&luma_q, j->tables, b * j->table_stride, j->is_double);
     prepare_quantiser(&chroma_q, j->tables, b * j->table_stride + 64, j->is_double);
-    int nan = load(j, b, pixels);
+    int flags = load(j, b, pixels);
     if (c == 3) to_ycbcr(pixels, n, j->k->to_ycc);
     to_grid(pixels, h, w, luma, rows, cols);
     plane_round_trip(luma, rows, cols, j->matrices, &luma_q);
@@ -507,7 +518,8 @@ static void image_round_trip(const job *j, long b, uint8_t *scratch) {
         for (long y = 0; y < h; y++)
             for (long x = 0; x < w; x++) pixels[y * w + x] = (uint8_t)luma[y * cols + x];
     }
-    store(j, b, pixels, nan);
+    store(j, b, pixels, flags & HAS_NAN);
+    return (flags & OUT_OF_RANGE) != 0;
 }
 
 /* ---- the adjoint (backward pass) ---- */
@@ -746,8 +758,9 @@ static void image_adjoint(const job *j, long b, uint8_t *scratch) {
 /* Images shared among `threads` threads of OpenMP: torch's own pool when torch runs on OpenMP (the
  * library is linked against the libgomp already loaded), so no second set of threads competes with
  * torch's spinning workers. scratch holds one part per thread (threads <= batch: the caller's). */
-static void run(job *j, int threads, int backward) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+static long run(job *j, int threads, int backward) {
+    long flagged = 0;  /* images with a value outside [low, high] or not finite (forward only) */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(+:flagged)
     for (long b = 0; b < j->batch; b++) {
 #ifdef _OPENMP
         uint8_t *scratch = j->scratch + omp_get_thread_num() * j->scratch_size;
@@ -755,21 +768,25 @@ static void run(job *j, int threads, int backward) {
         uint8_t *scratch = j->scratch;
 #endif
         if (backward) image_adjoint(j, b, scratch);
-        else image_round_trip(j, b, scratch);
+        else flagged += image_round_trip(j, b, scratch);
     }
+    return flagged;
 }
 
-/* strides: the input's four strides, the output's four, then the tables' batch stride (in elements). */
-void integer_round_trip(const void *input, const long *strides, void *output, const void *tables,
-                        const constants *k, uint8_t *scratch, long scratch_size, long batch, long channels,
-                        long height, long width, int fv, int fh, int is_double, int fancy, int threads) {
+/* strides: the input's four strides, the output's four, then the tables' batch stride (in elements).
+ * range: the values allowed, low and high (float32 values for a float32 input). Returns the number of
+ * images with a value outside them or not finite. */
+long integer_round_trip(const void *input, const long *strides, void *output, const void *tables,
+                        const constants *k, const double *range, uint8_t *scratch, long scratch_size, long batch,
+                        long channels, long height, long width, int fv, int fh, int is_double, int fancy,
+                        int threads) {
     block_matrices matrices;
     prepare_matrices(&matrices, k);
     job j = {input, output, tables, strides[8], k, &matrices, NULL, scratch, scratch_size, batch, channels, height,
              width,
              {strides[0], strides[1], strides[2], strides[3]}, {strides[4], strides[5], strides[6], strides[7]},
-             fv, fh, is_double, fancy};
-    run(&j, threads, 0);
+             fv, fh, is_double, fancy, range[0], range[1]};
+    return run(&j, threads, 0);
 }
 
 void integer_round_trip_adjoint(const void *grad, const long *strides, void *output, const constants *k,
@@ -778,6 +795,6 @@ void integer_round_trip_adjoint(const void *grad, const long *strides, void *out
                                 int threads) {
     job j = {grad, output, NULL, 0, k, NULL, adjoint, scratch, scratch_size, batch, channels, height, width,
              {strides[0], strides[1], strides[2], strides[3]}, {strides[4], strides[5], strides[6], strides[7]},
-             fv, fh, is_double, fancy};
+             fv, fh, is_double, fancy, 0.0, 0.0};
     run(&j, threads, 1);
 }

@@ -43,6 +43,7 @@ from torch import Tensor
 from .chroma import FACTORS
 from .color import _CHROMA_TO_RGB, _CHROMA_TO_RGB_9, _RGB_TO_YCBCR, _RGB_TO_YCBCR_9, SCALE, _fixed
 from .dct import _ISLOW_ROUND_TRIP_ADJOINT, islow_matrices
+from . import validate
 from .presets import CodecOptions
 
 __all__ = ["available", "disabled", "serves", "serves_gradient", "integer_round_trip", "integer_round_trip_adjoint"]
@@ -97,8 +98,8 @@ def _build() -> ctypes.CDLL | bool:
     pointer, size, flag = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     library.scratch_bytes.argtypes = [size] * 3 + [flag] * 3
     library.scratch_bytes.restype = size
-    library.integer_round_trip.argtypes = [pointer] * 6 + [size] * 5 + [flag] * 5
-    library.integer_round_trip.restype = None
+    library.integer_round_trip.argtypes = [pointer] * 7 + [size] * 5 + [flag] * 5
+    library.integer_round_trip.restype = size
     library.integer_round_trip_adjoint.argtypes = [pointer] * 6 + [size] * 5 + [flag] * 5
     library.integer_round_trip_adjoint.restype = None
     return library
@@ -175,9 +176,10 @@ def _adjoint_matrices() -> ctypes.Array:
 
 
 def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, upsampling: str,
-          table_stride: int = 0) -> Tensor:
+          table_stride: int = 0) -> int | None:
     """Run C function ``name`` on ``x`` ``(B, C, H, W)`` into ``out`` (both with any strides), with scratch memory
-    from torch (so that torch's memory profiler counts it), on at most ``torch.get_num_threads()`` threads."""
+    from torch (so that torch's memory profiler counts it), on at most ``torch.get_num_threads()`` threads;
+    returns what the function returns."""
     library = _loaded()
     if library is False:
         raise RuntimeError("diffjpeg: the compiled round trip could not be built on this machine (see the warning)")
@@ -187,9 +189,20 @@ def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, u
     per_thread = library.scratch_bytes(c, h, w, fv, fh, int(name.endswith("adjoint")))
     scratch = torch.empty(threads * per_thread, dtype=torch.uint8)
     strides = (ctypes.c_long * 9)(*x.stride(), *out.stride(), table_stride)
-    getattr(library, name)(x.data_ptr(), strides, out.data_ptr(), *operands, scratch.data_ptr(), per_thread, b, c,
-                            h, w, fv, fh, int(x.dtype == torch.float64), int(upsampling == "fancy"), threads)
-    return out
+    return getattr(library, name)(x.data_ptr(), strides, out.data_ptr(), *operands, scratch.data_ptr(), per_thread,
+                                   b, c, h, w, fv, fh, int(x.dtype == torch.float64), int(upsampling == "fancy"),
+                                   threads)
+
+
+@functools.cache
+def _value_range(dtype: torch.dtype) -> ctypes.Array:
+    """The input values :func:`.validate.check_image` allows, [-tolerance, 1 + tolerance], as the nearest
+    values of ``dtype`` inside it: C compares in ``dtype`` and decides as the check does in double."""
+    bounds = torch.tensor([-validate.RANGE_TOLERANCE, 1 + validate.RANGE_TOLERANCE], dtype=dtype)
+    outside = torch.tensor([bounds[0].item() < -validate.RANGE_TOLERANCE,  # compared in double
+                            bounds[1].item() > 1 + validate.RANGE_TOLERANCE])
+    bounds = torch.where(outside, torch.nextafter(bounds, torch.zeros_like(bounds)), bounds)
+    return (ctypes.c_double * 2)(*bounds.tolist())
 
 
 # The two operators, declared with torch.library's low-level API: a call goes straight from the dispatcher
@@ -198,30 +211,35 @@ def _call(name: str, x: Tensor, out: Tensor, operands: list, subsampling: str, u
 # otherwise copy a channels-last batch into a fresh layout first).
 _ANY_STRIDES = (torch.Tag.needs_exact_strides,) if hasattr(torch.Tag, "needs_exact_strides") else ()
 _operators = torch.library.Library("diffjpeg", "DEF")
-_operators.define("integer_round_trip(Tensor x, Tensor tables, str subsampling, str upsampling, str color) -> Tensor",
-                  tags=_ANY_STRIDES)
+_operators.define("integer_round_trip(Tensor x, Tensor tables, str subsampling, str upsampling, str color, "
+                  "bool check_values=False) -> Tensor", tags=_ANY_STRIDES)
 _operators.define("integer_round_trip_adjoint(Tensor grad, int[] strides, str subsampling, str upsampling, str color)"
                   " -> Tensor", tags=_ANY_STRIDES)
 
 
-def _round_trip_kernel(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str) -> Tensor:
+def _round_trip_kernel(x: Tensor, tables: Tensor, subsampling: str, upsampling: str, color: str,
+                       check_values: bool = False) -> Tensor:
     if tables.ndim != 4 or tables.shape[0] not in (1, x.shape[0]) or tables.shape[1:] != (2, 8, 8):
         raise ValueError(f"tables must be (1 or B, 2, 8, 8) for B = {x.shape[0]}, got {tuple(tables.shape)}")
     # read in place: one pair per image, or one pair for the batch (an expanded batch dimension)
     if tables.dtype != x.dtype or tables.stride()[1:] != (64, 8, 1):
         tables = tables.to(x.dtype).contiguous()
     out = torch.empty_like(x)  # x's layout when dense (a channels-last batch stays channels-last)
-    return _call("integer_round_trip", x, out, [tables.data_ptr(), _constants(color)], subsampling, upsampling,
-                 tables.stride(0) if tables.shape[0] > 1 else 0)
+    flagged = _call("integer_round_trip", x, out, [tables.data_ptr(), _constants(color), _value_range(x.dtype)],
+                    subsampling, upsampling, tables.stride(0) if tables.shape[0] > 1 else 0)
+    if flagged and check_values:  # the check's own error, with the values, read again only now
+        validate.check_image_values(x)
+        raise RuntimeError("diffjpeg: the C round trip found values outside [0, 1] that check_image_values did not")
+    return out
 
 
 def _adjoint_kernel(grad: Tensor, strides: list[int], subsampling: str, upsampling: str, color: str) -> Tensor:
     out = torch.empty_strided(grad.shape, strides, dtype=grad.dtype)
-    return _call("integer_round_trip_adjoint", grad, out, [_constants(color), _adjoint_matrices()], subsampling,
-                 upsampling)
+    _call("integer_round_trip_adjoint", grad, out, [_constants(color), _adjoint_matrices()], subsampling, upsampling)
+    return out
 
 
-def _round_trip_fake(x, tables, subsampling, upsampling, color):
+def _round_trip_fake(x, tables, subsampling, upsampling, color, check_values=False):
     return torch.empty_like(x)
 
 
@@ -235,19 +253,26 @@ torch.library.register_fake("diffjpeg::integer_round_trip", _round_trip_fake, li
 torch.library.register_fake("diffjpeg::integer_round_trip_adjoint", _adjoint_fake, lib=_operators)
 
 
-def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions) -> Tensor:
+def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: CodecOptions,
+                       check_values: bool = False) -> Tensor:
     """``codec_round_trip(x, tables, subsampling, round_ste, True, options)``, computed in C.
 
     Args:
-        x: ``(B, C, H, W)`` float32 or float64 on the CPU, values in [0, 1] (checked by the caller).
+        x: ``(B, C, H, W)`` float32 or float64 on the CPU, values in [0, 1].
         tables: ``(B, 2, 8, 8)`` integer-valued tables, natural order.
         subsampling: "444", "422" or "420"; options: a preset :func:`serves` accepts.
+        check_values: raise :func:`.validate.check_image_values`'s ``ValueError`` for a value outside
+            [0, 1] or not finite, where :func:`.validate.value_check_mode` says values are checked. The C
+            pass compares each value as it reads it, so this costs no pass of its own (``aminmax``: a tenth
+            of a CIFAR-sized call).
 
     Returns:
         ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it; in
         ``x``'s memory layout where ``x`` is dense (``torch.empty_like``), else contiguous.
     """
-    return torch.ops.diffjpeg.integer_round_trip(x, tables, subsampling, options.upsampling, options.color)
+    check_values = check_values and validate.value_check_mode(x) is not None
+    return torch.ops.diffjpeg.integer_round_trip(x, tables, subsampling, options.upsampling, options.color,
+                                                 check_values)
 
 
 def integer_round_trip_adjoint(grad: Tensor, subsampling: str, options: CodecOptions,

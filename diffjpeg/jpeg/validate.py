@@ -10,7 +10,9 @@ run. Checks of *values* (finite, in range) need the values, so where they run is
 :func:`value_check_mode` (see :func:`set_value_checks`): read back to the host on the CPU (free of any
 device synchronisation there, and the message shows the offending values), an asynchronous device
 assertion (``torch._assert_async``) on accelerators, nothing on ``meta`` tensors and under
-``torch.compile`` (the compiled module's own boundary, :func:`diffjpeg.compile`, checks eagerly).
+``torch.compile`` (the compiled module's own boundary, :func:`diffjpeg.compile`, checks eagerly). The
+codec's C round trip checks an image's values in its own pass over them (``check_image(x, values=False)``
+at the boundary, then :func:`diffjpeg.jpeg.native.integer_round_trip`), with the same errors.
 """
 from __future__ import annotations
 
@@ -101,8 +103,13 @@ def _dense_view(x: Tensor) -> Tensor:
     return permuted if permuted.is_contiguous() else x
 
 
-def check_image(x: object, name: str = "x") -> Tensor:
-    """``x`` must be a floating ``(B, C, H, W)`` tensor, C in {1, 3}, finite, values in [0, 1]."""
+def check_image(x: object, name: str = "x", values: bool = True) -> Tensor:
+    """``x`` must be a floating ``(B, C, H, W)`` tensor, C in {1, 3}, finite, values in [0, 1].
+
+    ``values=False`` checks kind, dtype and shape only: the caller checks the values in its own first
+    pass over them (the codec's C round trip does, :func:`diffjpeg.jpeg.native.integer_round_trip`), or
+    with :func:`check_image_values`.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -116,6 +123,12 @@ def check_image(x: object, name: str = "x") -> Tensor:
         raise ValueError(f"{name} must have C = 1 (grayscale) or 3 (RGB) channels, got C = {x.shape[1]}")
     if min(x.shape) < 1:
         raise ValueError(f"{name} must have B, H, W >= 1, got shape {tuple(x.shape)}")
+    return check_image_values(x, name) if values else x
+
+
+def check_image_values(x: Tensor, name: str = "x") -> Tensor:
+    """``x`` (a tensor) must be finite with values in [0, 1] (up to ``RANGE_TOLERANCE``), checked as
+    :func:`value_check_mode` says."""
     mode = value_check_mode(x)
     values = _dense_view(x.detach()) if mode else None
     if mode == "sync":
