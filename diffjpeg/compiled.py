@@ -10,7 +10,10 @@ most ``max_shapes`` shapes; other shapes run eagerly. Values never cause a recom
 
 The input's value checks (finite, in [0, 1]; see :mod:`diffjpeg.jpeg.validate`) are skipped inside
 compiled code, so the wrapper runs them once, eagerly, at its own boundary: compiled and eager
-layers raise the same errors.
+layers raise the same errors. The codec's C round trip is the exception: it checks the values it
+reads, compiled or not. Where the last call at a shape saw it check the input itself (the layer's
+"ste" forward pass, on the CPU), the wrapper leaves the values to it, and checks after the call
+should the graph have stopped doing so (a recompilation).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from torch import Tensor, nn
 
 from .arguments import check_bool, check_int
 from .contract import Defense
+from .jpeg import native
 from .jpeg.validate import check_image
 
 __all__ = ["compile", "CompiledModule"]
@@ -63,6 +67,7 @@ class CompiledModule(nn.Module):
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
         setattr(config, name, max(getattr(config, name), max_shapes))
         self._forward = _PerShape(module, after, max_shapes, options)
+        self._checks_itself: set[tuple] = set()  # keys whose last call checked the input's values in C
         self._loss = _PerShape(module.loss, after, max_shapes, options) if callable(getattr(module, "loss", None)) \
             else None
 
@@ -79,20 +84,37 @@ class CompiledModule(nn.Module):
         return sorted(self._forward.shapes | (self._loss.shapes if self._loss is not None else set()), key=str)
 
     def _key(self, x: Tensor, *rest) -> tuple:
-        if self.check:
-            check_image(x)
         return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self.module.training, torch.is_grad_enabled(),
                 *((tuple(t.shape), t.dtype) for t in rest if isinstance(t, Tensor)))
 
+    def _checked(self, per_shape: _PerShape, x: Tensor, *rest) -> Tensor:
+        """``per_shape(key, x, *rest)``, with ``x`` checked (when ``check``) before the call, or by the call."""
+        if not self.check:
+            return per_shape(self._key(x, *rest), x, *rest)
+        if not isinstance(x, Tensor):
+            check_image(x)  # its TypeError
+        key = self._key(x, *rest)
+        trusted = key in self._checks_itself
+        if not trusted:
+            check_image(x)
+        with native.watching_value_checks() as checked:
+            out = per_shape(key, x, *rest)
+        if native.footprint(x) in checked:
+            self._checks_itself.add(key)
+        elif trusted:  # the graph no longer checks (recompiled, e.g. for a changed attribute): check now
+            self._checks_itself.discard(key)
+            check_image(x)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._forward(self._key(x), x)
+        return self._checked(self._forward, x)
 
     def _compiled_loss(self, x: Tensor, y: Tensor, *args, **kwargs) -> Tensor:
         """The wrapped module's ``loss`` (e.g. :meth:`DefendedModel.loss`), compiled per shape; ``loss``
         exists only when the wrapped module has one (attacks look for it)."""
         if args or kwargs:  # a custom loss function: run eagerly (it would be part of the graph's key)
             return self.module.loss(x, y, *args, **kwargs)
-        return self._loss(self._key(x, y), x, y)
+        return self._checked(self._loss, x, y)
 
     def extra_repr(self) -> str:
         return f"after={self._forward.after}, max_shapes={self._forward.max_shapes}"

@@ -197,6 +197,38 @@ def test_compile_wrapper_per_shape(name, fresh_dynamo):
         diffjpeg.compile(layer, after=0)
 
 
+def test_compile_wrapper_leaves_the_values_to_a_graph_that_checks_them(fresh_dynamo, monkeypatch):
+    """The layer's C pass checks the values it reads, compiled too: the wrapper's own check (``aminmax``)
+    runs until a call at that shape has seen the C pass check the input, and again (after the call) once
+    a recompiled graph stops checking; bad values raise the check's error either way."""
+    from diffjpeg import compiled as compiled_module
+    from diffjpeg.jpeg import native
+
+    if not native.available():
+        pytest.skip("no C round trip on this machine: the wrapper checks every call")
+    checks = []
+    monkeypatch.setattr(compiled_module, "check_image", lambda x: checks.append(1) or validate.check_image(x))
+    layer = DiffJPEG(50)
+    model = diffjpeg.compile(layer, after=1, fullgraph=True)
+    model._forward.options["backend"] = _CountingBackend()
+    bad = torch.rand(2, 3, 16, 16)
+    bad[1, 2, 3, 4] = 3.0
+    for _ in range(3):
+        model(torch.rand(2, 3, 16, 16))
+    assert len(checks) == 1  # the first call's; then the compiled graph checks in its C pass
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\], got values in \[.*, 3\]"):
+        model(bad)
+    assert len(checks) == 1
+    layer.rounding = "cubic"  # a recompiled graph, on the tensor code: values unchecked inside compiled code
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
+        model(bad)  # the wrapper notices after the call, and checks
+    model(torch.rand(2, 3, 16, 16))
+    assert len(checks) == 3  # from now on before each call
+    raw = torch.compile(DiffJPEG(50), backend=_CountingBackend(), fullgraph=True)
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
+        raw(bad)  # plain torch.compile: the C pass's check is in the graph
+
+
 def test_bpda_with_compiled_surrogate(fresh_dynamo):
     """BPDA's forward pass is any code (Pillow here), so it is not one graph; its backward pass, the
     surrogate, is: ``BPDA(JPEG(q), diffjpeg.compile(DiffJPEG(q)))`` gives eager BPDA's gradients, and

@@ -227,10 +227,35 @@ def _round_trip_kernel(x: Tensor, tables: Tensor, subsampling: str, upsampling: 
     out = torch.empty_like(x)  # x's layout when dense (a channels-last batch stays channels-last)
     flagged = _call("integer_round_trip", x, out, [tables.data_ptr(), _constants(color), _value_range(x.dtype)],
                     subsampling, upsampling, tables.stride(0) if tables.shape[0] > 1 else 0)
-    if flagged and check_values:  # the check's own error, with the values, read again only now
-        validate.check_image_values(x)
-        raise RuntimeError("diffjpeg: the C round trip found values outside [0, 1] that check_image_values did not")
+    if check_values:
+        if flagged:  # the check's own error, with the values, read again only now
+            validate.check_image_values(x)
+            raise RuntimeError("diffjpeg: the C round trip found values outside [0, 1] that check_image_values did not")
+        checked = getattr(_watched, "inputs", None)
+        if checked is not None:
+            checked.add(footprint(x))
     return out
+
+
+_watched = threading.local()
+
+
+def footprint(x: Tensor) -> tuple:
+    """What identifies a tensor's values during one call: its memory, shape, strides and dtype."""
+    return x.data_ptr(), tuple(x.shape), x.stride(), x.dtype
+
+
+@contextlib.contextmanager
+def watching_value_checks():
+    """Inside the block, collect the :func:`footprint` of every input whose values a C round trip checked
+    (also inside compiled graphs, which run the C kernel as it is): ``diffjpeg.compile``'s boundary
+    leaves the values of an input to a graph that checks them itself."""
+    previous = getattr(_watched, "inputs", None)
+    _watched.inputs = checked = set()
+    try:
+        yield checked
+    finally:
+        _watched.inputs = previous
 
 
 def _adjoint_kernel(grad: Tensor, strides: list[int], subsampling: str, upsampling: str, color: str) -> Tensor:
@@ -264,13 +289,14 @@ def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: Cod
         check_values: raise :func:`.validate.check_image_values`'s ``ValueError`` for a value outside
             [0, 1] or not finite, where :func:`.validate.value_check_mode` says values are checked. The C
             pass compares each value as it reads it, so this costs no pass of its own (``aminmax``: a tenth
-            of a CIFAR-sized call).
+            of a CIFAR-sized call). The C pass reads them at run time, so it checks them inside
+            compiled graphs too (where :func:`.validate.value_check_mode` skips other checks).
 
     Returns:
         ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it; in
         ``x``'s memory layout where ``x`` is dense (``torch.empty_like``), else contiguous.
     """
-    check_values = check_values and validate.value_check_mode(x) is not None
+    check_values = check_values and validate.value_checks_on()
     return torch.ops.diffjpeg.integer_round_trip(x, tables, subsampling, options.upsampling, options.color,
                                                  check_values)
 

@@ -74,6 +74,12 @@ def value_checks(mode: str):
         set_value_checks(previous)
 
 
+def value_checks_on() -> bool:
+    """Whether values are checked at all (any mode but ``"off"``): code that reads the values anyway, on
+    the CPU, at run time (the C round trip), checks them under ``torch.compile`` too."""
+    return _value_checks != "off"
+
+
 def value_check_mode(t: Tensor) -> str | None:
     """How the value checks of ``t`` run now: ``"sync"``, ``"async"`` or ``None`` (skipped)."""
     if _value_checks == "off" or t.device.type == "meta" or torch.compiler.is_compiling():
