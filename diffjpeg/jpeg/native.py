@@ -17,6 +17,9 @@ Scratch memory is a torch tensor, so torch's memory profiler counts it.
 (``codec._round_trip_adjoint``) in the same way, computed in double precision: within a few units in
 the last place of the tensor adjoint, not bit-identical to it.
 
+The forward pass also checks the values it reads (finite, in [0, 1], as :func:`.validate.check_image`
+does), so the layer makes no separate pass for its value check, compiled or not.
+
 Both are registered operators (``diffjpeg::integer_round_trip`` and ``..._adjoint``), so
 ``torch.compile(fullgraph=True)`` keeps them in its graph. Without a compiler (a warning says so), or
 with ``DIFFJPEG_NATIVE=0``, the codec runs the tensor code; :func:`available` says which,
@@ -40,10 +43,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import validate
 from .chroma import FACTORS
 from .color import _CHROMA_TO_RGB, _CHROMA_TO_RGB_9, _RGB_TO_YCBCR, _RGB_TO_YCBCR_9, SCALE, _fixed
 from .dct import _ISLOW_ROUND_TRIP_ADJOINT, islow_matrices
-from . import validate
 from .presets import CodecOptions
 
 __all__ = ["available", "disabled", "serves", "serves_gradient", "integer_round_trip", "integer_round_trip_adjoint"]
