@@ -12,6 +12,8 @@
  *
  * integer_round_trip_adjoint is the backward pass of the straight-through round trip: the transpose
  * of its linear part, stage by stage in reverse (codec._round_trip_adjoint), computed in double.
+ * The forward pass also checks the input's values as it loads them (finite, in [low, high]) and returns
+ * how many images fail, so that the caller needs no pass of its own for its value check.
  * Scratch memory is a torch tensor the caller allocates, so that torch's memory profiler counts it.
  * Images are shared among OpenMP threads (run); the 8x8 block loops have AVX2 versions, with plain C
  * loops for other processors (built and tested with -mno-avx2 in tests/test_native.py).
@@ -237,8 +239,8 @@ static void plane_round_trip(int16_t *plane, long rows, long cols, const block_m
 }
 
 /* Input to 8-bit samples: clamp(floor(255 x + 1/2), 0, 255), the multiply-add fused as torch's is.
- * The clamps are comparisons that map to max / min instructions (NaN -> 0; inputs are checked
- * before). The input may have any strides (channels-last batches need no copy). */
+ * The clamps are comparisons that map to max / min instructions (NaN -> 0; the loads check the
+ * values as they read them, see FLAGS). The input may have any strides (channels-last batches need no copy). */
 static inline float sample_float(float v) {
     v = floorf(fmaf(255.0f, v, 0.5f));
     v = v > 0.0f ? v : 0.0f;
