@@ -290,10 +290,9 @@ def integer_round_trip(x: Tensor, tables: Tensor, subsampling: str, options: Cod
         tables: ``(B, 2, 8, 8)`` integer-valued tables, natural order.
         subsampling: "444", "422" or "420"; options: a preset :func:`serves` accepts.
         check_values: raise :func:`.validate.check_image_values`'s ``ValueError`` for a value outside
-            [0, 1] or not finite, where :func:`.validate.value_check_mode` says values are checked. The C
-            pass compares each value as it reads it, so this costs no pass of its own (``aminmax``: a tenth
-            of a CIFAR-sized call). The C pass reads them at run time, so it checks them inside
-            compiled graphs too (where :func:`.validate.value_check_mode` skips other checks).
+            [0, 1] or not finite, unless value checks are off (:func:`.validate.value_checks_on`). The C
+            pass compares each value as it reads it, at run time, so this costs no pass of its own and
+            also holds inside compiled graphs (where :func:`.validate.value_check_mode` skips other checks).
 
     Returns:
         ``(B, C, H, W)`` in ``x``'s dtype: the 8-bit result divided by 255, as the tensor code gives it; in

@@ -82,7 +82,7 @@ def value_checks_on() -> bool:
 
 def value_check_mode(t: Tensor) -> str | None:
     """How the value checks of ``t`` run now: ``"sync"``, ``"async"`` or ``None`` (skipped)."""
-    if _value_checks == "off" or t.device.type == "meta" or torch.compiler.is_compiling():
+    if not value_checks_on() or t.device.type == "meta" or torch.compiler.is_compiling():
         return None
     return "sync" if t.device.type == "cpu" or _value_checks == "sync" else "async"
 
